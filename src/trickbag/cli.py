@@ -1,0 +1,288 @@
+"""The ``trickbag`` command line: thin commands over the library modules.
+
+Every command that reports takes ``--json`` and then prints exactly one JSON object
+on stdout. Bad input ends with ``error: ...`` on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from collections.abc import Callable
+from typing import Annotated, Any, NoReturn
+
+import typer
+
+from trickbag import __version__
+
+app = typer.Typer(
+    name="trickbag",
+    help="The tricks of training neural networks as tested, composable parts.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+ParamOpt = Annotated[list[str] | None, typer.Option("--param", "-p", help="key=value parameter; repeat for several.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
+
+
+def _fail(message: str) -> NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(2)
+
+
+def _guard(fn: Callable[[], Any]) -> Any:
+    """Run ``fn``; user errors (bad names, parameters, ranges) become one clean line."""
+    from trickbag.registry import UnknownNameError
+
+    try:
+        return fn()
+    except (ValueError, TypeError, UnknownNameError) as exc:
+        _fail(str(exc))
+
+
+def _print_json(obj: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(obj, default=_jsonable) + "\n")
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, tuple):
+        return list(value)
+    return str(value)
+
+
+def _console():
+    from rich.console import Console
+
+    # Piped output (CI logs, files) gets wide tables instead of rich's 80-column default.
+    return Console(width=None if sys.stdout.isatty() else 160)
+
+
+@app.callback()
+def _main() -> None:
+    """trickbag: exact LR schedules, initializers, a fast trainer, and tools to find and
+    diagnose hyperparameters."""
+
+
+@app.command()
+def version() -> None:
+    """Print the trickbag version."""
+    typer.echo(__version__)
+
+
+@app.command("schedule")
+def schedule_cmd(
+    name: Annotated[str, typer.Argument(help="Schedule name, e.g. cosine, exponential_decay (see `trickbag schedules`).")],
+    param: ParamOpt = None,
+    steps: Annotated[int, typer.Option(help="Number of steps to evaluate (0 .. steps-1).", min=1)] = 100,
+    every: Annotated[int, typer.Option(help="Print every k-th step (default: about 20 rows).", min=0)] = 0,
+    plot: Annotated[str | None, typer.Option(help="Write a PNG plot of lr vs step here.")] = None,
+    log_y: Annotated[bool, typer.Option("--log-y", help="Logarithmic lr axis in the plot.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Print (and plot) the values of any schedule over STEPS steps."""
+    from trickbag._params import parse_params
+    from trickbag.schedules import SCHEDULES, evaluate
+
+    if name == "join" or name == "scale":
+        _fail(f"{name!r} combines other schedules; build it in Python (trickbag.schedules.{name})")
+    builder = _guard(lambda: SCHEDULES.get(name))
+    params = _guard(lambda: parse_params(builder, param or [], what=f"schedule {name!r}"))
+    sched = _guard(lambda: builder(**params))
+    values = evaluate(sched, steps)
+    path = _guard(lambda: _plot_schedule(values, plot, repr(sched), log_y)) if plot else None
+    if as_json:
+        _print_json(
+            {
+                "schedule": name,
+                "config": sched.get_config(),
+                "steps": steps,
+                "values": values,
+                "min": min(values),
+                "max": max(values),
+                "final": values[-1],
+                "plot": path,
+            }
+        )
+        return
+    from rich.table import Table
+
+    stride = every or max(1, steps // 20)
+    shown = sorted(set(range(0, steps, stride)) | {steps - 1})
+    table = Table()
+    table.add_column("step", justify="right")
+    table.add_column("lr", justify="right")
+    for s in shown:
+        table.add_row(str(s), f"{values[s]:.6g}")
+    console = _console()
+    console.print(repr(sched), soft_wrap=True, highlight=False)
+    console.print(table)
+    console.print(f"min {min(values):.6g}  max {max(values):.6g}  final {values[-1]:.6g}")
+    if path:
+        console.print(f"plot written to {path}")
+
+
+def _plot_schedule(values: list[float], path: str, title: str, log_y: bool) -> str:
+    from trickbag.report.plots import plot_schedule
+
+    return plot_schedule(values, path, title=title, log_y=log_y)
+
+
+@app.command("schedules")
+def schedules_cmd(as_json: JsonOpt = False) -> None:
+    """List the schedule names with their parameters."""
+    import inspect
+
+    from trickbag.schedules import SCHEDULES
+
+    rows = {}
+    for name in SCHEDULES.names():
+        builder = SCHEDULES.get(name)
+        doc = (inspect.getdoc(builder) or "").splitlines()[0]
+        rows[name] = {"parameters": list(inspect.signature(builder).parameters), "summary": doc}
+    if as_json:
+        _print_json({"schedules": rows})
+        return
+    from rich.table import Table
+
+    table = Table("name", "parameters", "summary")
+    for name, row in rows.items():
+        table.add_row(name, ", ".join(row["parameters"]), row["summary"])
+    _console().print(table)
+
+
+def _parse_init_spec(spec: str) -> tuple[str, list[str]]:
+    """``name`` or ``name:k=v,k=v`` -> (name, ["k=v", ...])."""
+    name, _, rest = spec.partition(":")
+    return name.strip(), [p for p in rest.split(",") if p.strip()]
+
+
+DEFAULT_INITS = ["random_normal:stddev=0.01", "glorot_normal", "he_normal", "lsuv"]
+
+
+@app.command("inspect-init")
+def inspect_init_cmd(
+    init: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--init",
+            "-i",
+            help="Initializer, optionally with parameters: NAME or NAME:k=v,k=v (e.g. random_normal:stddev=0.01); "
+            "'lsuv' runs LSUV. Repeat to compare. Default: random_normal(0.01), glorot_normal, he_normal, lsuv.",
+        ),
+    ] = None,
+    model: Annotated[str, typer.Option(help="Model name: plain_mlp or plain_cnn.")] = "plain_mlp",
+    depth: Annotated[int, typer.Option(help="Number of weighted layers.", min=1)] = 20,
+    width: Annotated[int, typer.Option(help="Units (mlp) or channels (cnn) per layer.", min=1)] = 256,
+    activation: Annotated[str, typer.Option(help="relu, tanh, gelu, selu or linear.")] = "relu",
+    batch_size: Annotated[int, typer.Option(help="Inputs in the probe batch.", min=2)] = 256,
+    seed: Annotated[int, typer.Option(help="Seed of the init and of the batch.")] = 0,
+    plot: Annotated[str | None, typer.Option(help="Write a PNG (signal through depth, weight histograms) here.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Per-layer weight statistics and the signal through depth of a model under one or more inits."""
+    import torch
+
+    from trickbag._params import parse_params
+    from trickbag.init import INITIALIZERS, apply_init, inspect_init
+    from trickbag.init.lsuv import lsuv
+    from trickbag.models import MODELS
+
+    specs = init or DEFAULT_INITS
+    builder = _guard(lambda: MODELS.get(model))
+    net_params = {"depth": depth, "width": width, "activation": activation}
+    # Inputs: standard-normal "standardized data", drawn with a seed distinct from the init's.
+    gen = torch.Generator().manual_seed(seed + 1_000_003)
+    shape = (batch_size, 784) if model == "plain_mlp" else (batch_size, 1, 28, 28)
+    batch = torch.randn(shape, generator=gen)
+    results: dict[str, Any] = {}
+    for spec in specs:
+        name, pairs = _parse_init_spec(spec)
+        target = lsuv if name == "lsuv" else _guard(lambda: INITIALIZERS.get(name))
+        params = _guard(
+            lambda: parse_params(target, pairs, skip=("tensor", "generator", "model", "batch", "seed"), what=f"init {name!r}")
+        )
+        net = _guard(lambda: builder(**net_params))
+        lsuv_report = _guard(lambda: apply_init(net, name, batch, seed=seed, **params))
+        layers = inspect_init(net, batch)
+        label = name + (f"({', '.join(pairs)})" if pairs else "")
+        results[label] = {"layers": layers, "lsuv": lsuv_report, "verdict": _verdict(layers)}
+    path = None
+    if plot:
+        from trickbag.report.plots import plot_init
+
+        title = f"{model} depth={depth} width={width} {activation}"
+        path = _guard(lambda: plot_init({k: v["layers"] for k, v in results.items()}, plot, title))
+    if as_json:
+        from dataclasses import asdict
+
+        _print_json(
+            {
+                "model": model,
+                "depth": depth,
+                "width": width,
+                "activation": activation,
+                "inits": {
+                    k: {
+                        "verdict": v["verdict"],
+                        "layers": [asdict(layer) for layer in v["layers"]],
+                        "lsuv": [asdict(x) for x in v["lsuv"]] if v["lsuv"] else None,
+                    }
+                    for k, v in results.items()
+                },
+                "plot": path,
+            }
+        )
+        return
+    _print_init_tables(results, path)
+
+
+def _verdict(layers) -> str:
+    """vanishing / exploding / healthy from the last layer's output std."""
+    last = layers[-1].act_std
+    if last < 1e-3:
+        return f"vanishing: output std {last:.2g} at layer {len(layers)}"
+    if last > 1e3:
+        return f"exploding: output std {last:.2g} at layer {len(layers)}"
+    return f"healthy: output std {last:.3g} at layer {len(layers)}"
+
+
+def _print_init_tables(results: dict[str, Any], path: str | None) -> None:
+    from rich.table import Table
+
+    console = _console()
+    for label, res in results.items():
+        table = Table(title=f"{label}: {res['verdict']}", title_justify="left")
+        for col in ("layer", "name", "shape", "w mean", "w std", "out mean", "out std"):
+            table.add_column(col, justify="right")
+        if res["lsuv"]:
+            table.add_column("lsuv iters", justify="right")
+        for i, layer in enumerate(res["layers"]):
+            row = [
+                str(i + 1),
+                layer.name,
+                "x".join(map(str, layer.shape)),
+                f"{layer.weight_mean:+.2e}",
+                f"{layer.weight_std:.3e}",
+                f"{layer.act_mean:+.2e}",
+                f"{layer.act_std:.3e}",
+            ]
+            if res["lsuv"]:
+                row.append(str(res["lsuv"][i].iterations))
+            table.add_row(*row)
+        console.print(table)
+    if path:
+        console.print(f"plot written to {path}")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

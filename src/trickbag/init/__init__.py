@@ -1,0 +1,68 @@
+"""Initializers with TensorFlow-1 names, whole-model helpers, LSUV and an inspector.
+
+* one function per TF-1 initializer (``initializers``), all in ``INITIALIZERS``;
+* ``initialize(model, name, **params)``, ``zero_gamma(model)``, ``lstm_forget_bias(model)``;
+* ``lsuv(model, batch, tol=0.1, max_iter=10)`` with a per-layer report;
+* ``inspect_init(model, batch)``: weight and activation statistics through depth.
+"""
+
+from trickbag.init.apply import initialize, lstm_forget_bias, zero_gamma
+from trickbag.init.initializers import (
+    INITIALIZERS,
+    TRUNCATED_NORMAL_STD,
+    compute_fans,
+    constant,
+    glorot_normal,
+    glorot_uniform,
+    he_normal,
+    he_uniform,
+    lecun_normal,
+    lecun_uniform,
+    ones,
+    orthogonal,
+    random_normal,
+    random_uniform,
+    truncated_normal,
+    uniform_unit_scaling,
+    variance_scaling,
+    zeros,
+)
+from trickbag.init.inspect import InitReport, LayerStats, apply_init, inspect_init
+from trickbag.init.lsuv import LSUVLayer, lsuv
+
+xavier_normal = glorot_normal
+xavier_uniform = glorot_uniform
+msra = he_normal
+
+__all__ = [
+    "INITIALIZERS",
+    "TRUNCATED_NORMAL_STD",
+    "compute_fans",
+    "constant",
+    "glorot_normal",
+    "glorot_uniform",
+    "he_normal",
+    "he_uniform",
+    "lecun_normal",
+    "lecun_uniform",
+    "ones",
+    "orthogonal",
+    "random_normal",
+    "random_uniform",
+    "truncated_normal",
+    "uniform_unit_scaling",
+    "variance_scaling",
+    "zeros",
+    "xavier_normal",
+    "xavier_uniform",
+    "msra",
+    "initialize",
+    "lstm_forget_bias",
+    "zero_gamma",
+    "lsuv",
+    "LSUVLayer",
+    "inspect_init",
+    "apply_init",
+    "InitReport",
+    "LayerStats",
+]

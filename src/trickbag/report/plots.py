@@ -1,0 +1,76 @@
+"""PNG plots with matplotlib's non-interactive Agg backend (imported lazily)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+__all__ = ["plot_schedule", "plot_init"]
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: str | os.PathLike) -> str:
+    path = os.fspath(path)
+    if os.path.dirname(path):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    return path
+
+
+def plot_schedule(values: Sequence[float], path: str | os.PathLike, title: str = "", log_y: bool = False) -> str:
+    """Draw ``lr`` against the step; returns the path written."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    ax.plot(range(len(values)), values, lw=1.5)
+    ax.set_xlabel("step")
+    ax.set_ylabel("learning rate")
+    if log_y:
+        ax.set_yscale("log", nonpositive="mask")  # lr = 0 (e.g. warmup start) is left out
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    path = _save(fig, path)
+    plt.close(fig)
+    return path
+
+
+def plot_init(reports: Mapping[str, Any], path: str | os.PathLike, title: str = "") -> str:
+    """Activation std through depth for each init (log scale), and weight histograms of
+    the first, middle and last layer under each init.
+
+    ``reports`` maps an init label to its list of ``LayerStats``.
+    """
+    plt = _pyplot()
+    n = len(reports)
+    fig = plt.figure(figsize=(11, 3.2 + 2.2 * n))
+    grid = fig.add_gridspec(1 + n, 3)
+    ax = fig.add_subplot(grid[0, :])
+    for label, layers in reports.items():
+        ax.plot(range(1, len(layers) + 1), [max(l.act_std, 1e-30) for l in layers], marker="o", ms=3, label=label)
+    ax.set_yscale("log")
+    ax.set_xlabel("layer (forward order)")
+    ax.set_ylabel("std of layer output")
+    ax.axhline(1.0, color="grey", lw=0.8, ls="--")
+    ax.legend(fontsize=8)
+    ax.set_title(title or "signal through depth", fontsize=9)
+    for row, (label, layers) in enumerate(reports.items(), start=1):
+        picks = sorted({0, len(layers) // 2, len(layers) - 1})
+        for col, i in enumerate(picks):
+            layer = layers[i]
+            h = fig.add_subplot(grid[row, col])
+            edges = layer.hist_edges
+            h.stairs(layer.hist_counts, edges, fill=True, alpha=0.7)
+            h.set_title(f"{label}: layer {i + 1} ({layer.name}) std={layer.weight_std:.3g}", fontsize=8)
+            h.tick_params(labelsize=7)
+    path = _save(fig, path)
+    plt.close(fig)
+    return path
