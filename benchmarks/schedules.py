@@ -52,7 +52,8 @@ def main() -> None:
     for name, sched in SCHEDULES.items():
         steps = iter(range(10**9))  # a fresh step each call, as in training
         results[name] = round(per_call_us(lambda s=sched, it=steps: s(next(it)), args.number, args.repeat), 3)
-    results["_loop_overhead(next(iter))"] = round(per_call_us(lambda it=iter(range(10**9)): next(it), args.number, args.repeat), 3)
+    counter = iter(range(10**9))
+    results["_loop_overhead(next(iter))"] = round(per_call_us(lambda: next(counter), args.number, args.repeat), 3)
 
     import warnings
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 import math
 import sys
-from collections.abc import Callable
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated, Any, NoReturn
 
 import typer
@@ -33,12 +34,13 @@ def _fail(message: str) -> NoReturn:
     raise typer.Exit(2)
 
 
-def _guard(fn: Callable[[], Any]) -> Any:
-    """Run ``fn``; user errors (bad names, parameters, ranges) become one clean line."""
+@contextmanager
+def _user_errors() -> Iterator[None]:
+    """User errors (bad names, parameters, ranges) raised inside become one clean line."""
     from trickbag.registry import UnknownNameError
 
     try:
-        return fn()
+        yield
     except (ValueError, TypeError, UnknownNameError) as exc:
         _fail(str(exc))
 
@@ -90,11 +92,11 @@ def schedule_cmd(
 
     if name == "join" or name == "scale":
         _fail(f"{name!r} combines other schedules; build it in Python (trickbag.schedules.{name})")
-    builder = _guard(lambda: SCHEDULES.get(name))
-    params = _guard(lambda: parse_params(builder, param or [], what=f"schedule {name!r}"))
-    sched = _guard(lambda: builder(**params))
+    with _user_errors():
+        builder = SCHEDULES.get(name)
+        sched = builder(**parse_params(builder, param or [], what=f"schedule {name!r}"))
     values = evaluate(sched, steps)
-    path = _guard(lambda: _plot_schedule(values, plot, repr(sched), log_y)) if plot else None
+    path = _plot_schedule(values, plot, repr(sched), log_y) if plot else None
     if as_json:
         _print_json(
             {
@@ -193,7 +195,8 @@ def inspect_init_cmd(
     from trickbag.models import MODELS
 
     specs = init or DEFAULT_INITS
-    builder = _guard(lambda: MODELS.get(model))
+    with _user_errors():
+        builder = MODELS.get(model)
     net_params = {"depth": depth, "width": width, "activation": activation}
     # Inputs: standard-normal "standardized data", drawn with a seed distinct from the init's.
     gen = torch.Generator().manual_seed(seed + 1_000_003)
@@ -202,12 +205,12 @@ def inspect_init_cmd(
     results: dict[str, Any] = {}
     for spec in specs:
         name, pairs = _parse_init_spec(spec)
-        target = lsuv if name == "lsuv" else _guard(lambda: INITIALIZERS.get(name))
-        params = _guard(
-            lambda: parse_params(target, pairs, skip=("tensor", "generator", "model", "batch", "seed"), what=f"init {name!r}")
-        )
-        net = _guard(lambda: builder(**net_params))
-        lsuv_report = _guard(lambda: apply_init(net, name, batch, seed=seed, **params))
+        with _user_errors():
+            target = lsuv if name == "lsuv" else INITIALIZERS.get(name)
+            skip = ("tensor", "generator", "model", "batch", "seed")
+            params = parse_params(target, pairs, skip=skip, what=f"init {name!r}")
+            net = builder(**net_params)
+            lsuv_report = apply_init(net, name, batch, seed=seed, **params)
         layers = inspect_init(net, batch)
         label = name + (f"({', '.join(pairs)})" if pairs else "")
         results[label] = {"layers": layers, "lsuv": lsuv_report, "verdict": _verdict(layers)}
@@ -216,7 +219,7 @@ def inspect_init_cmd(
         from trickbag.report.plots import plot_init
 
         title = f"{model} depth={depth} width={width} {activation}"
-        path = _guard(lambda: plot_init({k: v["layers"] for k, v in results.items()}, plot, title))
+        path = plot_init({k: v["layers"] for k, v in results.items()}, plot, title)
     if as_json:
         from dataclasses import asdict
 

@@ -28,7 +28,12 @@ from typing import Literal
 
 import torch
 
-from trickbag._checks import check_choice, check_nonnegative, check_number, check_positive
+from trickbag._checks import (
+    check_choice,
+    check_nonnegative,
+    check_number,
+    check_positive,
+)
 from trickbag.registry import Registry
 
 __all__ = [

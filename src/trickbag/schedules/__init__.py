@@ -15,7 +15,14 @@ Every name is in ``SCHEDULES``; ``build(name, **params)`` and ``from_config`` ma
 schedules from names and configs.
 """
 
-from trickbag.schedules.base import SCHEDULES, Schedule, build, evaluate, from_config, register
+from trickbag.schedules.base import (
+    SCHEDULES,
+    Schedule,
+    build,
+    evaluate,
+    from_config,
+    register,
+)
 from trickbag.schedules.compose import Join, Scale, join, scale, warmup
 from trickbag.schedules.modern import (
     Constant,

@@ -23,7 +23,13 @@ import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from trickbag._checks import check_choice, check_nonnegative, check_number, check_positive, check_range
+from trickbag._checks import (
+    check_choice,
+    check_nonnegative,
+    check_number,
+    check_positive,
+    check_range,
+)
 
 __all__ = ["PlateauController", "PlateauDecision"]
 

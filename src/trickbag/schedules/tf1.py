@@ -25,7 +25,11 @@ import bisect
 import math
 from dataclasses import dataclass
 
-from trickbag._checks import check_increasing, check_nonnegative, check_number, check_range
+from trickbag._checks import (
+    check_increasing,
+    check_nonnegative,
+    check_range,
+)
 from trickbag.schedules.base import Schedule, check_lr, check_steps, register
 
 __all__ = [
