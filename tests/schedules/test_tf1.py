@@ -128,6 +128,7 @@ def test_polynomial_cycle_restarts_and_holds_without_cycle():
     assert cyc(0) == 1.0 and cyc(10) == 0.0
     assert cyc(11) == pytest.approx(1 - 11 / 20)  # horizon doubled after the first decay
     assert hold(11) == 0.0 and hold(10**9) == 0.0
+    assert cyc(5e-324) == pytest.approx(1.0)  # a subnormal step is in the first cycle (found by hypothesis)
 
 
 def test_restarts_exact_at_every_restart_boundary():

@@ -234,7 +234,9 @@ class PolynomialDecay(Schedule):
     def _value(self, step: float) -> float:
         horizon = self.decay_steps
         if self.cycle:
-            horizon *= 1.0 if step == 0 else math.ceil(step / self.decay_steps)
+            # TF: ceil(step / decay_steps), and 1 at step 0; max() also keeps a subnormal
+            # step (whose quotient underflows to 0) in the first cycle
+            horizon *= max(1, math.ceil(step / self.decay_steps))
         else:
             step = min(step, horizon)
         lr, end = self.learning_rate, self.end_learning_rate
@@ -316,13 +318,16 @@ class CosineDecayRestarts(Schedule):
             fraction -= restart
         else:
             restart = math.floor(math.log(1.0 - fraction * (1.0 - t_mul)) / math.log(t_mul))
-            # the log can round across a cycle boundary: step back into [start, end)
-            while restart > 0 and fraction < (1.0 - t_mul**restart) / (1.0 - t_mul):
-                restart -= 1
-            while fraction >= (1.0 - t_mul ** (restart + 1)) / (1.0 - t_mul):
-                restart += 1
-            start = (1.0 - t_mul**restart) / (1.0 - t_mul)
-            fraction = (fraction - start) / t_mul**restart
+            length = t_mul**restart  # of cycle `restart`, in units of first_decay_steps
+            start = (1.0 - length) / (1.0 - t_mul)
+            # the log can round across a cycle boundary (at most by one cycle): step back in
+            if fraction < start:
+                restart, length = restart - 1, length / t_mul
+                start -= length
+            elif fraction >= start + length:
+                restart, start = restart + 1, start + length
+                length *= t_mul
+            fraction = (fraction - start) / length
         cosine = 0.5 * self.m_mul**restart * (1.0 + math.cos(math.pi * fraction))
         return self.learning_rate * ((1.0 - self.alpha) * cosine + self.alpha)
 
