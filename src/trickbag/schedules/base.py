@@ -12,10 +12,10 @@ Steps are counted in optimizer updates and may be ints or floats >= 0.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
-from trickbag._checks import check_nonnegative, check_positive
+from trickbag._checks import check_increasing, check_nonnegative, check_positive
 from trickbag.registry import Registry
 
 __all__ = ["Schedule", "SCHEDULES", "register", "from_config", "build", "evaluate"]
@@ -99,6 +99,21 @@ def build(name: str, **params: Any) -> Schedule:
 def check_lr(name: str, value: object) -> float:
     """A learning rate: finite and >= 0."""
     return check_nonnegative(name, value)
+
+
+def check_boundaries_values(
+    name: str, boundaries: Sequence[float], values: Sequence[float], first_above: float | None
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Strictly increasing ``boundaries`` (the first ``> first_above``, or ``>= 0`` when None)
+    and ``len(boundaries) + 1`` learning rates; returns both as tuples."""
+    bounds = check_increasing(name, tuple(boundaries))
+    lrs = tuple(check_lr(f"values[{i}]", v) for i, v in enumerate(values))
+    if bounds and (bounds[0] < 0 if first_above is None else bounds[0] <= first_above):
+        rule = ">= 0" if first_above is None else f"> {first_above:g}"
+        raise ValueError(f"{name} must be {rule}, got {list(bounds)}")
+    if len(lrs) != len(bounds) + 1:
+        raise ValueError(f"values must have len({name}) + 1 = {len(bounds) + 1} elements, got {len(lrs)}")
+    return bounds, lrs
 
 
 def check_steps(name: str, value: object) -> float:

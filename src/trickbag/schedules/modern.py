@@ -13,8 +13,14 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
-from trickbag._checks import check_choice, check_increasing, check_positive, check_range
-from trickbag.schedules.base import Schedule, check_lr, check_steps, register
+from trickbag._checks import check_choice, check_positive, check_range
+from trickbag.schedules.base import (
+    Schedule,
+    check_boundaries_values,
+    check_lr,
+    check_steps,
+    register,
+)
 from trickbag.schedules.compose import Join, warmup
 from trickbag.schedules.tf1 import ExponentialDecay
 
@@ -52,9 +58,23 @@ class Constant(Schedule):
         return self.learning_rate
 
 
+@dataclass(frozen=True)
+class _Anneal(Schedule):
+    """Fields and checks shared by the anneals from ``start_lr`` to ``end_lr`` over ``steps``."""
+
+    start_lr: float
+    end_lr: float
+    steps: float
+
+    def __post_init__(self) -> None:
+        check_lr("start_lr", self.start_lr)
+        check_lr("end_lr", self.end_lr)
+        check_steps("steps", self.steps)
+
+
 @register("linear")
 @dataclass(frozen=True)
-class Linear(Schedule):
+class Linear(_Anneal):
     """Linear anneal ``start + (end - start) * min(step, steps) / steps``; holds ``end`` after.
 
     Args:
@@ -63,14 +83,6 @@ class Linear(Schedule):
     """
 
     name = "linear"
-    start_lr: float
-    end_lr: float
-    steps: float
-
-    def __post_init__(self) -> None:
-        check_lr("start_lr", self.start_lr)
-        check_lr("end_lr", self.end_lr)
-        check_steps("steps", self.steps)
 
     def _value(self, step: float) -> float:
         f = min(step, self.steps) / self.steps
@@ -79,7 +91,7 @@ class Linear(Schedule):
 
 @register("cosine_anneal")
 @dataclass(frozen=True)
-class CosineAnneal(Schedule):
+class CosineAnneal(_Anneal):
     """Half-cosine anneal ``end + (start - end) * (1 + cos(pi * min(step, steps) / steps)) / 2``.
 
     Args:
@@ -88,14 +100,6 @@ class CosineAnneal(Schedule):
     """
 
     name = "cosine_anneal"
-    start_lr: float
-    end_lr: float
-    steps: float
-
-    def __post_init__(self) -> None:
-        check_lr("start_lr", self.start_lr)
-        check_lr("end_lr", self.end_lr)
-        check_steps("steps", self.steps)
 
     def _value(self, step: float) -> float:
         w = 0.5 * (1.0 + math.cos(math.pi * min(step, self.steps) / self.steps))
@@ -120,14 +124,9 @@ class StepValues(Schedule):
     values: tuple[float, ...]
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "milestones", check_increasing("milestones", tuple(self.milestones)))
-        object.__setattr__(self, "values", tuple(check_lr(f"values[{i}]", v) for i, v in enumerate(self.values)))
-        if self.milestones and self.milestones[0] <= 0:
-            raise ValueError(f"milestones must be > 0, got {list(self.milestones)}")
-        if len(self.values) != len(self.milestones) + 1:
-            raise ValueError(
-                f"values must have len(milestones) + 1 = {len(self.milestones) + 1} elements, got {len(self.values)}"
-            )
+        milestones, values = check_boundaries_values("milestones", self.milestones, self.values, first_above=0.0)
+        object.__setattr__(self, "milestones", milestones)
+        object.__setattr__(self, "values", values)
 
     def _value(self, step: float) -> float:
         return self.values[bisect.bisect_right(self.milestones, step)]

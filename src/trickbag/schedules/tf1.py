@@ -26,11 +26,16 @@ import math
 from dataclasses import dataclass
 
 from trickbag._checks import (
-    check_increasing,
     check_nonnegative,
     check_range,
 )
-from trickbag.schedules.base import Schedule, check_lr, check_steps, register
+from trickbag.schedules.base import (
+    Schedule,
+    check_boundaries_values,
+    check_lr,
+    check_steps,
+    register,
+)
 
 __all__ = [
     "ExponentialDecay",
@@ -64,9 +69,24 @@ def _setattr(obj: object, name: str, value: object) -> None:
     object.__setattr__(obj, name, value)  # frozen dataclasses normalise in __post_init__
 
 
+@dataclass(frozen=True)
+class _TimeDecay(Schedule):
+    """Fields and checks shared by the exponential, inverse-time and natural-exp decays."""
+
+    learning_rate: float
+    decay_steps: float
+    decay_rate: float
+    staircase: bool = False
+
+    def __post_init__(self) -> None:
+        check_lr("learning_rate", self.learning_rate)
+        check_steps("decay_steps", self.decay_steps)
+        check_nonnegative("decay_rate", self.decay_rate)
+
+
 @register("exponential_decay")
 @dataclass(frozen=True)
-class ExponentialDecay(Schedule):
+class ExponentialDecay(_TimeDecay):
     """Exponential decay: ``lr * decay_rate ** (step / decay_steps)``.
 
     With ``staircase=True`` the exponent is ``floor(step / decay_steps)``: the lr drops by
@@ -83,15 +103,10 @@ class ExponentialDecay(Schedule):
     """
 
     name = "exponential_decay"
-    learning_rate: float
-    decay_steps: float
-    decay_rate: float
-    staircase: bool = False
 
     def __post_init__(self) -> None:
-        check_lr("learning_rate", self.learning_rate)
-        check_steps("decay_steps", self.decay_steps)
-        check_range("decay_rate", self.decay_rate, 0.0, math.inf, low_open=True)
+        super().__post_init__()
+        check_range("decay_rate", self.decay_rate, 0.0, math.inf, low_open=True)  # 0 ** 0 = 1, then 0
 
     def _value(self, step: float) -> float:
         return self.learning_rate * self.decay_rate ** _progress(step, self.decay_steps, self.staircase)
@@ -99,7 +114,7 @@ class ExponentialDecay(Schedule):
 
 @register("inverse_time_decay")
 @dataclass(frozen=True)
-class InverseTimeDecay(Schedule):
+class InverseTimeDecay(_TimeDecay):
     """Inverse-time decay: ``lr / (1 + decay_rate * step / decay_steps)``.
 
     With ``staircase=True``, ``step / decay_steps`` is floored.
@@ -115,15 +130,6 @@ class InverseTimeDecay(Schedule):
     """
 
     name = "inverse_time_decay"
-    learning_rate: float
-    decay_steps: float
-    decay_rate: float
-    staircase: bool = False
-
-    def __post_init__(self) -> None:
-        check_lr("learning_rate", self.learning_rate)
-        check_steps("decay_steps", self.decay_steps)
-        check_nonnegative("decay_rate", self.decay_rate)
 
     def _value(self, step: float) -> float:
         return self.learning_rate / (1.0 + self.decay_rate * _progress(step, self.decay_steps, self.staircase))
@@ -131,7 +137,7 @@ class InverseTimeDecay(Schedule):
 
 @register("natural_exp_decay")
 @dataclass(frozen=True)
-class NaturalExpDecay(Schedule):
+class NaturalExpDecay(_TimeDecay):
     """Natural-exponential decay: ``lr * exp(-decay_rate * step / decay_steps)``.
 
     The seed article writes ``exp(-decay_rate * global_step)``; TensorFlow divides the
@@ -148,15 +154,6 @@ class NaturalExpDecay(Schedule):
     """
 
     name = "natural_exp_decay"
-    learning_rate: float
-    decay_steps: float
-    decay_rate: float
-    staircase: bool = False
-
-    def __post_init__(self) -> None:
-        check_lr("learning_rate", self.learning_rate)
-        check_steps("decay_steps", self.decay_steps)
-        check_nonnegative("decay_rate", self.decay_rate)
 
     def _value(self, step: float) -> float:
         return self.learning_rate * math.exp(-self.decay_rate * _progress(step, self.decay_steps, self.staircase))
@@ -185,14 +182,9 @@ class PiecewiseConstant(Schedule):
     values: tuple[float, ...]
 
     def __post_init__(self) -> None:
-        _setattr(self, "boundaries", check_increasing("boundaries", tuple(self.boundaries)))
-        _setattr(self, "values", tuple(check_lr(f"values[{i}]", v) for i, v in enumerate(self.values)))
-        if self.boundaries and self.boundaries[0] < 0:
-            raise ValueError(f"boundaries must be >= 0, got {list(self.boundaries)}")
-        if len(self.values) != len(self.boundaries) + 1:
-            raise ValueError(
-                f"values must have len(boundaries) + 1 = {len(self.boundaries) + 1} elements, got {len(self.values)}"
-            )
+        boundaries, values = check_boundaries_values("boundaries", self.boundaries, self.values, first_above=None)
+        _setattr(self, "boundaries", boundaries)
+        _setattr(self, "values", values)
 
     def _value(self, step: float) -> float:
         return self.values[bisect.bisect_left(self.boundaries, step)]
