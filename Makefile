@@ -4,7 +4,6 @@
 # PYTHON may point at any Python >= 3.10 (a venv's python works too).
 PYTHON ?= python3
 PIP := $(PYTHON) -m pip
-RUN := runs/demo
 
 .PHONY: install demo test test-all bench
 
@@ -14,9 +13,7 @@ install:
 	$(PIP) install --quiet -e ".[dev]"
 
 demo: install
-	$(PYTHON) -m trickbag.cli schedule cosine -p learning_rate=0.1 -p total_steps=1000 -p warmup_steps=100 \
-		-p final_lr=0.001 --steps 1000 --plot $(RUN)/cosine.png
-	$(PYTHON) -m trickbag.cli inspect-init --depth 20 --plot $(RUN)/init.png
+	$(PYTHON) -m trickbag.cli train --recipe fashion-mnist
 
 test: install
 	$(PYTHON) -m pytest -q
@@ -25,4 +22,4 @@ test-all: install
 	$(PYTHON) -m pytest -q -m "slow or not slow"
 
 bench: install
-	$(PYTHON) benchmarks/schedules.py
+	for b in schedules augment precision trainer_overhead fashion_mnist; do $(PYTHON) benchmarks/$$b.py; done

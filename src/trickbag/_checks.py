@@ -19,6 +19,7 @@ __all__ = [
     "check_choice",
     "check_increasing",
     "did_you_mean",
+    "check_keywords",
 ]
 
 
@@ -70,6 +71,21 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """`` (did you mean 'x'?)`` for the closest choice, or an empty string."""
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.5)
     return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def check_keywords(
+    what: str, target: object, keys: Iterable[str], *, skip: Sequence[str] = (), error: type[Exception] = TypeError
+) -> list[str]:
+    """Every key is a parameter of ``target`` (minus ``skip``); else ``error`` naming ``what``
+    (e.g. ``"schedule 'cosine'"``), the key, the closest match and the accepted parameters.
+    Returns the accepted parameter names."""
+    import inspect
+
+    accepted = [p for p in inspect.signature(target).parameters if p not in skip]  # type: ignore[arg-type]
+    for key in keys:
+        if key not in accepted:
+            raise error(f"{what} has no parameter {key!r}{did_you_mean(key, accepted)}; parameters: {', '.join(accepted)}")
+    return accepted
 
 
 def check_choice(name: str, value: object, choices: Sequence[str]) -> str:

@@ -13,7 +13,7 @@ import typing
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from trickbag._checks import did_you_mean
+from trickbag._checks import check_keywords, did_you_mean
 
 __all__ = ["parse_params", "coerce"]
 
@@ -81,20 +81,16 @@ def parse_params(target: Callable, pairs: Iterable[str], *, skip: tuple[str, ...
         skip: parameters of ``target`` that cannot be set this way (e.g. ``tensor``).
         what: how to name ``target`` in errors, e.g. ``"schedule 'cosine'"``.
     """
-    signature = inspect.signature(target)
     try:
         hints = typing.get_type_hints(target)
     except Exception:  # unresolvable annotations: fall back to guessing from the text
         hints = {}
-    accepted = [p for p in signature.parameters if p not in skip]
     what = what or getattr(target, "__name__", str(target))
-    out: dict[str, Any] = {}
+    split = []
     for pair in pairs:
         key, sep, text = pair.partition("=")
-        key = key.strip()
-        if not sep or not key:
+        if not sep or not key.strip():
             raise ValueError(f"parameters are written key=value, got {pair!r}")
-        if key not in accepted:
-            raise ValueError(f"{what} has no parameter {key!r}{did_you_mean(key, accepted)}; parameters: {', '.join(accepted)}")
-        out[key] = coerce(key, text.strip(), hints.get(key, inspect.Parameter.empty))
-    return out
+        split.append((key.strip(), text.strip()))
+    check_keywords(what, target, [key for key, _ in split], skip=skip, error=ValueError)
+    return {key: coerce(key, text, hints.get(key, inspect.Parameter.empty)) for key, text in split}

@@ -282,6 +282,70 @@ def _print_init_tables(results: dict[str, Any], path: str | None) -> None:
         console.print(f"plot written to {path}")
 
 
+@app.command("recipes")
+def recipes_cmd(as_json: JsonOpt = False) -> None:
+    """List the shipped recipes, one line each."""
+    from trickbag.recipes import available
+
+    names = available()
+    if as_json:
+        _print_json({"recipes": names})
+        return
+    from rich.table import Table
+
+    table = Table("recipe", "description")
+    for name, text in names.items():
+        table.add_row(name, text)
+    _console().print(table)
+
+
+@app.command("train")
+def train_cmd(
+    recipe: Annotated[str, typer.Option(help="Recipe name (see `trickbag recipes`) or a YAML file.")] = "fashion-mnist",
+    set_: Annotated[list[str] | None, typer.Option("--set", "-s", help="Override a recipe key: a.b=value; repeat.")] = None,
+    out: Annotated[str | None, typer.Option(help="Run directory (default runs/<data>-<model>-<time>).")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue the run in --out from its newest checkpoint (bit-exact).")] = False,
+    data_dir: Annotated[str | None, typer.Option(help="Folder holding the data set's files (looked at first).")] = None,
+    quiet: Annotated[bool, typer.Option(help="No progress output.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Train a recipe; writes config.yaml, metrics.jsonl, checkpoints/, TensorBoard events and summary.json."""
+    from pathlib import Path
+
+    from trickbag.data import DataFormatError, DataUnavailableError
+    from trickbag.recipes import load
+    from trickbag.train import NonFiniteLossError, Trainer
+
+    overrides = list(set_ or [])
+    if data_dir:
+        overrides.append(f"data.data_dir={data_dir}")
+    if resume:
+        if not out:
+            _fail("--resume needs --out RUN_DIR (the run to continue)")
+        saved = Path(out) / "config.yaml"
+        if not saved.is_file():
+            _fail(f"--resume: {saved} does not exist; nothing to resume")
+        recipe = str(saved)
+    with _user_errors():
+        try:
+            trainer = Trainer(load(recipe, overrides), out=out, quiet=quiet or as_json)
+        except (DataUnavailableError, DataFormatError) as exc:
+            _fail(str(exc))
+    try:
+        summary = trainer.fit(resume=resume)
+    except NonFiniteLossError as exc:
+        _fail(str(exc))
+    if as_json:
+        _print_json(summary)
+        return
+    acc = summary.get("test_acc")
+    line = f"{summary['stopped']}: {summary['epochs']} epochs, {summary['train_time_s']:.0f}s training, {summary['images_per_s']:.0f} img/s"
+    if acc is not None:
+        line += f", test accuracy {acc:.4f}"
+    typer.echo(line)
+    typer.echo(f"run written to {summary['out']}")
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from trickbag._checks import check_number, did_you_mean
+from trickbag._checks import check_keywords, check_number
 from trickbag.init.initializers import INITIALIZERS
 
 __all__ = ["initialize", "zero_gamma", "lstm_forget_bias", "WEIGHTED_LAYERS", "NORM_LAYERS"]
@@ -18,16 +18,6 @@ WEIGHTED_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1
 #: normalization layers (gamma = 1, beta = 0)
 NORM_LAYERS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
 _RNN_LAYERS = (nn.RNNBase, nn.RNNCellBase)
-
-
-def _check_params(name: str, params: dict[str, Any]) -> None:
-    accepted = [p for p in _inspect.signature(INITIALIZERS.get(name)).parameters if p not in ("tensor",)]
-    for key in params:
-        if key not in accepted:
-            raise TypeError(
-                f"initializer {name!r} has no parameter {key!r}{did_you_mean(key, accepted)}; "
-                f"parameters: {', '.join(accepted)}"
-            )
 
 
 @torch.no_grad()
@@ -50,7 +40,7 @@ def initialize(model: nn.Module, name: str = "he_normal", seed: int | None = Non
     Example: ``initialize(model, "truncated_normal", stddev=0.01, seed=0)``.
     """
     init = INITIALIZERS.get(name)
-    _check_params(name, params)
+    check_keywords(f"initializer {name!r}", init, params, skip=("tensor",))
     generator = torch.Generator().manual_seed(seed) if seed is not None else None
     if "generator" in _inspect.signature(init).parameters:
         params = {**params, "generator": generator}

@@ -3,22 +3,14 @@ decides whether the signal survives depth (Glorot & Bengio 2010; He et al. 2015)
 
 from __future__ import annotations
 
-from typing import Any
-
 from torch import nn
 
 from trickbag._checks import check_choice, check_positive
-from trickbag.registry import Registry
+from trickbag.models.registry import MODELS
 
-__all__ = ["MODELS", "build_model", "plain_mlp", "plain_cnn", "ACTIVATIONS"]
+__all__ = ["plain_mlp", "plain_cnn", "ACTIVATIONS"]
 
-MODELS: Registry = Registry("model")
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU, "selu": nn.SELU, "linear": nn.Identity}
-
-
-def build_model(name: str, **params: Any) -> nn.Module:
-    """``MODELS[name](**params)``."""
-    return MODELS.get(name)(**params)
 
 
 @MODELS.register("plain_mlp")

@@ -15,7 +15,12 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
-from trickbag._checks import check_increasing, check_nonnegative, check_positive
+from trickbag._checks import (
+    check_increasing,
+    check_keywords,
+    check_nonnegative,
+    check_positive,
+)
 from trickbag.registry import Registry
 
 __all__ = ["Schedule", "SCHEDULES", "register", "from_config", "build", "evaluate"]
@@ -81,18 +86,8 @@ def from_config(config: Mapping[str, Any]) -> Schedule:
 
 def build(name: str, **params: Any) -> Schedule:
     """``SCHEDULES[name](**params)`` with a did-you-mean error for unknown parameters."""
-    import inspect
-
-    from trickbag._checks import did_you_mean
-
     builder = SCHEDULES.get(name)
-    accepted = inspect.signature(builder).parameters
-    for key in params:
-        if key not in accepted:
-            raise TypeError(
-                f"schedule {name!r} has no parameter {key!r}{did_you_mean(key, accepted)}; "
-                f"parameters: {', '.join(accepted)}"
-            )
+    check_keywords(f"schedule {name!r}", builder, params)
     return builder(**params)
 
 

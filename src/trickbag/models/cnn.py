@@ -1,0 +1,96 @@
+"""A small CNN family for 28x28 / 32x32 images (seed 003: BN, ReLU, 1x1 and depthwise
+options, global average pooling instead of big fully connected layers).
+
+``small_cnn(widths=(32, 64, 128), depth=1)``: a stem conv, then one stage per width:
+``depth`` conv-BN-ReLU blocks, then 2x2 max pooling (except after the last stage),
+then global pooling and a linear head. ``separable=True`` replaces 3x3 convs after the
+stem with depthwise 3x3 + pointwise 1x1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from torch import nn
+
+from trickbag._checks import check_choice, check_positive, check_range
+from trickbag.models.registry import MODELS
+
+__all__ = ["small_cnn", "conv_bn_act", "tf_tutorial_cnn"]
+
+
+def conv_bn_act(cin: int, cout: int, kernel: int = 3, stride: int = 1, bn: bool = True, act: type = nn.ReLU, groups: int = 1) -> nn.Sequential:
+    """conv (no bias when followed by BN) -> BN -> activation."""
+    layers: list[nn.Module] = [nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=not bn)]
+    if bn:
+        layers.append(nn.BatchNorm2d(cout))
+    layers.append(act(inplace=True) if act in (nn.ReLU, nn.SiLU) else act())
+    return nn.Sequential(*layers)
+
+
+@MODELS.register("small_cnn")
+def small_cnn(
+    in_channels: int = 1,
+    num_classes: int = 10,
+    widths: Sequence[int] = (32, 64, 128),
+    depth: int = 1,
+    bn: bool = True,
+    separable: bool = False,
+    pool: str = "max",
+    dropout: float = 0.0,
+    activation: str = "relu",
+    stem_pool: bool = False,
+) -> nn.Sequential:
+    """The small CNN family; see the module docstring.
+
+    Args:
+        in_channels, num_classes: input channels and classes.
+        widths: channels of each stage (>= 1 stage); a 2x2 max-pool separates stages.
+        depth: conv blocks per stage (>= 1).
+        bn: batch normalization after each conv.
+        separable: depthwise + pointwise convs instead of full 3x3 (after the stem).
+        pool: global pooling, ``max`` or ``avg``.
+        dropout: before the head, in [0, 1).
+        activation: ``relu``, ``gelu`` or ``silu``.
+        stem_pool: 2x2 max-pool right after the stem, so every stage runs at half
+            resolution (about 4x fewer FLOPs per stage: the fast CPU setting).
+    """
+    widths = tuple(int(w) for w in widths)
+    if not widths:
+        raise ValueError("widths must name at least one stage")
+    for w in widths:
+        check_positive("widths", w)
+    check_positive("depth", depth)
+    check_choice("pool", pool, ("max", "avg"))
+    check_range("dropout", dropout, 0.0, 1.0, high_open=True)
+    act = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU}[check_choice("activation", activation, ("relu", "gelu", "silu"))]
+    layers: list[nn.Module] = [conv_bn_act(in_channels, widths[0], bn=bn, act=act)]
+    if stem_pool:
+        layers.append(nn.MaxPool2d(2))
+    cin = widths[0]
+    for i, w in enumerate(widths):
+        for _ in range(depth):
+            if separable:
+                layers += [conv_bn_act(cin, cin, groups=cin, bn=bn, act=act), conv_bn_act(cin, w, kernel=1, bn=bn, act=act)]
+            else:
+                layers.append(conv_bn_act(cin, w, bn=bn, act=act))
+            cin = w
+        if i < len(widths) - 1:
+            layers.append(nn.MaxPool2d(2))
+    layers += [nn.AdaptiveMaxPool2d(1) if pool == "max" else nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+    if dropout:
+        layers.append(nn.Dropout(dropout))
+    layers.append(nn.Linear(cin, num_classes))
+    return nn.Sequential(*layers)
+
+
+@MODELS.register("tf_tutorial_cnn")
+def tf_tutorial_cnn(in_channels: int = 1, num_classes: int = 10, image_size: int = 28) -> nn.Sequential:
+    """The TensorFlow tutorial CNN (the plain baseline): conv5x5-32, pool, conv5x5-64, pool,
+    fc1024, dropout 0.4, fc."""
+    side = image_size // 4
+    return nn.Sequential(
+        nn.Conv2d(in_channels, 32, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(64 * side * side, 1024), nn.ReLU(), nn.Dropout(0.4), nn.Linear(1024, num_classes),
+    )

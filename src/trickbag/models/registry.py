@@ -1,0 +1,21 @@
+"""The model registry: builders by name, with a did-you-mean error for unknown names."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from trickbag._checks import check_keywords
+from trickbag.registry import Registry
+
+__all__ = ["MODELS", "build_model"]
+
+MODELS: Registry = Registry("model")
+
+
+def build_model(name: str, **params: Any) -> nn.Module:
+    """``MODELS[name](**params)``; unknown parameters get a did-you-mean error."""
+    builder = MODELS.get(name)
+    check_keywords(f"model {name!r}", builder, params)
+    return builder(**params)

@@ -1,0 +1,104 @@
+"""Optimizers by name, no-bias-decay parameter groups, the linear scaling rule, clipping."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch import nn
+
+from trickbag._checks import check_nonnegative, check_positive
+from trickbag.init.apply import NORM_LAYERS
+from trickbag.registry import Registry
+
+__all__ = ["param_groups", "linear_scaling", "OPTIMIZERS", "build_optimizer", "clip_gradients"]
+
+OPTIMIZERS: Registry = Registry("optimizer")
+
+
+def param_groups(model: nn.Module, weight_decay: float, no_bias_decay: bool = True) -> list[dict[str, Any]]:
+    """Two param groups: weights with ``weight_decay``; biases and every normalization
+    parameter (BN/GN/LN gamma and beta) with 0 when ``no_bias_decay`` (seed 004, sec. 3.1:
+    decay only conv/linear weights).
+
+    Returns ``[{"params": decay, "weight_decay": wd, "name": "decay"},
+    {"params": no_decay, "weight_decay": 0.0, "name": "no_decay"}]`` (empty groups dropped).
+    """
+    check_nonnegative("weight_decay", weight_decay)
+    decay, no_decay, seen = [], [], set()
+    for module in model.modules():
+        for name, p in module.named_parameters(recurse=False):
+            if not p.requires_grad or id(p) in seen:
+                continue
+            seen.add(id(p))
+            skip = no_bias_decay and (isinstance(module, NORM_LAYERS) or name.endswith("bias"))
+            (no_decay if skip else decay).append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay, "name": "decay"},
+              {"params": no_decay, "weight_decay": 0.0, "name": "no_decay"}]
+    return [g for g in groups if g["params"]]
+
+
+def linear_scaling(base_lr: float, batch_size: int, base_batch_size: int = 256) -> float:
+    """Goyal et al. 2017: ``lr = base_lr * batch_size / base_batch_size`` (Bag of Tricks: 0.1 per 256)."""
+    check_nonnegative("base_lr", base_lr)
+    check_positive("batch_size", batch_size)
+    check_positive("base_batch_size", base_batch_size)
+    return base_lr * batch_size / base_batch_size
+
+
+@OPTIMIZERS.register("sgd")
+def _sgd(params, lr: float, momentum: float = 0.9, weight_decay: float = 0.0, **_: Any) -> torch.optim.Optimizer:
+    return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+
+
+@OPTIMIZERS.register("nesterov", "nag")
+def _nesterov(params, lr: float, momentum: float = 0.9, weight_decay: float = 0.0, **_: Any) -> torch.optim.Optimizer:
+    return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=True)
+
+
+@OPTIMIZERS.register("adam")
+def _adam(params, lr: float, betas: tuple[float, float] = (0.9, 0.999), weight_decay: float = 0.0, **_: Any):
+    return torch.optim.Adam(params, lr=lr, betas=tuple(betas), weight_decay=weight_decay)
+
+
+@OPTIMIZERS.register("adamw")
+def _adamw(params, lr: float, betas: tuple[float, float] = (0.9, 0.999), weight_decay: float = 0.0, **_: Any):
+    return torch.optim.AdamW(params, lr=lr, betas=tuple(betas), weight_decay=weight_decay)
+
+
+def build_optimizer(name: str, params: Iterable, lr: float, **kwargs: Any) -> torch.optim.Optimizer:
+    """``OPTIMIZERS[name](params, lr, **kwargs)``: sgd, nesterov (nag), adam, adamw.
+
+    ``params`` may be ``param_groups(...)``; each group's ``weight_decay`` wins over the
+    keyword.
+    """
+    check_nonnegative("lr", lr)
+    if "momentum" in kwargs:
+        check_nonnegative("momentum", kwargs["momentum"])
+    return OPTIMIZERS.get(name)(params, lr=lr, **kwargs)
+
+
+def clip_gradients(
+    parameters: Iterable[torch.Tensor],
+    max_norm: float | None = None,
+    max_value: float | None = None,
+    scaler: torch.amp.GradScaler | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+) -> float | None:
+    """Clip by global norm and/or by value; under AMP, unscale first (Lightning#9694).
+
+    Returns the total gradient norm before clipping (None when only value-clipping).
+    Seed 001: clip the norm at 15 (5 for LSTMs).
+    """
+    params = [p for p in parameters if p.grad is not None]
+    if scaler is not None and scaler.is_enabled():
+        if optimizer is None:
+            raise ValueError("clip_gradients needs the optimizer to unscale gradients under AMP")
+        scaler.unscale_(optimizer)
+    norm = None
+    if max_value is not None:
+        torch.nn.utils.clip_grad_value_(params, check_positive("max_value", max_value))
+    if max_norm is not None:
+        norm = float(torch.nn.utils.clip_grad_norm_(params, check_positive("max_norm", max_norm)))
+    return norm

@@ -1,0 +1,75 @@
+"""Device, precision and memory-format choices, made once per run and recorded.
+
+* device ``auto``: cuda, then mps, then cpu.
+* precision ``auto``: fp16 with ``GradScaler`` on CUDA; bf16 autocast on CPUs with native
+  bf16 arithmetic (AVX512-BF16 or AMX); fp32 elsewhere. On a CPU without native bf16,
+  bf16 autocast is emulated and much *slower* than fp32 (measured: about 10x on a
+  2-core AVX2 EPYC, ``benchmarks/precision.py``), so auto never picks it there.
+* channels_last ``None``: on for models with 2-D convolutions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+__all__ = ["Runtime", "resolve_runtime", "cpu_has_native_bf16"]
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether the CPU computes bf16 natively (``avx512_bf16`` or ``amx_bf16`` flags)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line for line in f if line.startswith("flags")), "")
+    except OSError:
+        return False
+    return any(flag in flags.split() for flag in ("avx512_bf16", "amx_bf16"))
+
+
+@dataclass(frozen=True)
+class Runtime:
+    device: torch.device
+    precision: str  # fp32 | bf16 | fp16
+    channels_last: bool
+
+    @property
+    def amp_dtype(self) -> torch.dtype | None:
+        return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
+
+    def autocast(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def grad_scaler(self) -> torch.amp.GradScaler:
+        """Enabled only for fp16 (bf16 has fp32's range and needs no loss scaling)."""
+        return torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
+
+    def describe(self) -> dict:
+        return {"device": str(self.device), "precision": self.precision, "channels_last": self.channels_last}
+
+
+def resolve_runtime(device: str, precision: str, channels_last: bool | None, model: nn.Module) -> Runtime:
+    if device == "auto":
+        if torch.cuda.is_available():
+            device = "cuda"
+        elif getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            device = "mps"
+        else:
+            device = "cpu"
+    try:
+        dev = torch.device(device)
+    except RuntimeError as exc:
+        raise ValueError(f"train.device must be auto, cpu, cuda, cuda:N or mps, got {device!r} ({exc})") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"train.device is {device!r} but CUDA is not available here; use device=auto or cpu")
+    if precision == "auto":
+        precision = "fp16" if dev.type == "cuda" else ("bf16" if dev.type == "cpu" and cpu_has_native_bf16() else "fp32")
+    if precision == "fp16" and dev.type == "cpu":
+        raise ValueError("train.precision fp16 needs a GPU; on CPU use bf16 or fp32")
+    if channels_last is None:
+        channels_last = any(isinstance(m, nn.Conv2d) for m in model.modules())
+    return Runtime(dev, precision, bool(channels_last))

@@ -1,0 +1,102 @@
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from trickbag.losses import cutmix, distillation_loss, mixup, soft_target_cross_entropy
+
+
+def textbook(logits, y, eps, weight=None, ignore=-100):
+    """sum over kept samples of -sum_k w_k q_k log p_k, divided by the kept weights w_y."""
+    n, k = logits.shape
+    w = weight if weight is not None else torch.ones(k)
+    num, den = 0.0, 0.0
+    for i in range(n):
+        if int(y[i]) == ignore:
+            continue
+        logp = logits[i].double().log_softmax(0)
+        q = torch.full((k,), eps / k, dtype=torch.float64)
+        q[y[i]] += 1 - eps
+        num += float(-(w.double() * q * logp).sum())
+        den += float(w[y[i]])
+    return num / den
+
+
+@pytest.mark.parametrize("eps", [0.0, 0.1, 0.3])
+@pytest.mark.parametrize("use_weight", [False, True])
+@pytest.mark.parametrize("use_ignore", [False, True])
+def test_index_targets_match_textbook_and_torch(eps, use_weight, use_ignore):
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(13, 5, generator=g) * 3
+    y = torch.randint(0, 5, (13,), generator=g)
+    if use_ignore:
+        y[[2, 7]] = -100
+    weight = torch.rand(5, generator=g) + 0.5 if use_weight else None
+    ours = float(soft_target_cross_entropy(logits, y, eps, weight))
+    assert ours == pytest.approx(textbook(logits, y, eps, weight), rel=1e-5)
+    assert ours == pytest.approx(float(F.cross_entropy(logits, y, weight=weight, label_smoothing=eps)), rel=1e-5)
+
+
+def test_probability_targets_and_reductions():
+    g = torch.Generator().manual_seed(1)
+    logits = torch.randn(6, 4, generator=g)
+    q = torch.softmax(torch.randn(6, 4, generator=g), 1)
+    per = -(q * logits.log_softmax(1)).sum(1)
+    assert torch.allclose(soft_target_cross_entropy(logits, q, reduction="none"), per, atol=1e-6)
+    assert float(soft_target_cross_entropy(logits, q)) == pytest.approx(float(per.mean()), rel=1e-6)
+    assert float(soft_target_cross_entropy(logits, q, reduction="sum")) == pytest.approx(float(per.sum()), rel=1e-6)
+    onehot = F.one_hot(torch.tensor([0, 1, 2, 3, 0, 1]), 4).float()
+    assert float(soft_target_cross_entropy(logits, onehot, 0.1)) == pytest.approx(
+        float(soft_target_cross_entropy(logits, torch.tensor([0, 1, 2, 3, 0, 1]), 0.1)), rel=1e-6)
+
+
+def test_bad_targets():
+    with pytest.raises(ValueError, match="target class indices must be in \\[0, 3\\)"):
+        soft_target_cross_entropy(torch.zeros(2, 3), torch.tensor([0, 5]))
+    with pytest.raises(ValueError, match="label_smoothing must be in"):
+        soft_target_cross_entropy(torch.zeros(2, 3), torch.tensor([0, 1]), label_smoothing=1.5)
+    with pytest.raises(ValueError, match="probability targets must have the logits' shape"):
+        soft_target_cross_entropy(torch.zeros(2, 3), torch.zeros(2, 4))
+
+
+@pytest.mark.parametrize("batch", [1, 7, 32])
+def test_mixup_odd_batches_and_soft_targets(batch):
+    g = torch.Generator().manual_seed(batch)
+    x = torch.rand(batch, 1, 6, 6, generator=g)
+    y = torch.randint(0, 10, (batch,), generator=g)
+    xm, q, lam = mixup(x, y, 10, alpha=0.4, generator=g)
+    assert xm.shape == x.shape and q.shape == (batch, 10)
+    assert torch.allclose(q.sum(1), torch.ones(batch))
+    assert torch.all(q[torch.arange(batch), y] >= lam - 1e-6)  # own label keeps at least lam
+    assert torch.all((q > 0).sum(1) <= 2)
+
+
+def test_cutmix_lambda_is_the_pasted_area():
+    g = torch.Generator().manual_seed(3)
+    x = torch.arange(9, dtype=torch.float32).view(9, 1, 1, 1).expand(9, 1, 20, 20).clone()
+    y = torch.arange(9)
+    out, q, lam = cutmix(x, y, 9, alpha=1.0, generator=g)
+    own = (out == x).float().mean(dim=(1, 2, 3))
+    for i in range(9):
+        partner_pixels = 1 - float(own[i])
+        if partner_pixels > 0:
+            assert partner_pixels == pytest.approx(1 - lam, abs=1e-6)
+    assert torch.allclose(q.sum(1), torch.ones(9))
+
+
+def test_distillation_formula():
+    g = torch.Generator().manual_seed(4)
+    s, t = torch.randn(8, 5, generator=g), torch.randn(8, 5, generator=g)
+    y = torch.randint(0, 5, (8,), generator=g)
+    T, a = 4.0, 0.7
+    pt = torch.softmax(t / T, 1)
+    kl = (pt * (pt.log() - torch.log_softmax(s / T, 1))).sum(1).mean()  # true KL per example
+    expected = (1 - a) * F.cross_entropy(s, y) + a * T * T * kl
+    assert float(distillation_loss(s, t, y, alpha=a, temperature=T)) == pytest.approx(float(expected), rel=1e-5)
+    assert float(distillation_loss(s, s, y, alpha=1.0)) == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(ValueError, match="temperature must be > 0"):
+        distillation_loss(s, t, y, temperature=0)
+    assert math.isfinite(float(distillation_loss(s, t, y, temperature=20)))

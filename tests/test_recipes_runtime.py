@@ -1,0 +1,80 @@
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from trickbag.recipes import RecipeError, available, load
+from trickbag.train import resolve_runtime, resolve_schedule, steps_from_units
+
+
+def test_every_shipped_recipe_loads_and_validates():
+    names = available()
+    for required in ("fashion-mnist", "fashion-mnist-resnet", "fashion-mnist-lstm", "cifar100-200ep", "cifar100-300ep",
+                     "imagenet-bag-of-tricks"):
+        assert required in names and names[required]
+        load(required)
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("optim.lrr=0.1", "recipe key 'optim.lrr' is unknown (did you mean 'optim.lr'?)"),
+        ("trian.epochs=3", "recipe key 'trian' is unknown (did you mean 'train'?)"),
+        ("optim.lr=fast", "recipe key 'optim.lr' must be float, got 'fast'"),
+        ("train.epochs=2.5", "recipe key 'train.epochs' must be int"),
+        ("train.epochs=0", "train.epochs must be > 0"),
+        ("optim.momentum=1.5", "optim.momentum must be in [0.0, 1.0)"),
+        ("train.precision=fp8", "did you mean 'fp32'"),
+        ("data.augment=flip", "recipe key 'data.augment' must be list"),
+        ("optim.lr", "--set takes key=value"),
+    ],
+)
+def test_bad_overrides_name_the_key(override, message):
+    with pytest.raises(RecipeError) as err:
+        load("fashion-mnist", [override])
+    assert message in str(err.value)
+
+
+def test_overrides_parse_yaml_values_and_float_strings():
+    r = load("fashion-mnist", ["optim.weight_decay=1e-4", "model.params={widths: [8, 16]}", "train.ema_decay=0"])
+    assert r.optim.weight_decay == 1e-4 and r.model.params == {"widths": [8, 16]} and r.train.ema_decay == 0.0
+
+
+def test_unknown_recipe_and_missing_file(tmp_path):
+    with pytest.raises(RecipeError, match="unknown recipe 'fashion-mnst' \\(did you mean 'fashion-mnist'\\?\\)"):
+        load("fashion-mnst")
+    with pytest.raises(RecipeError, match="does not exist"):
+        load(str(tmp_path / "nope.yaml"))
+
+
+def test_units_to_steps():
+    assert steps_from_units("3ep", 100, 1000) == 300
+    assert steps_from_units("50ba", 100, 1000) == 50
+    assert steps_from_units("0.25dur", 100, 1000) == 250
+    assert steps_from_units(7, 100, 1000) == 7
+    with pytest.raises(RecipeError, match="duration like '3ep'"):
+        steps_from_units("3 epochs", 100, 1000, "warmup_steps")
+
+
+def test_schedule_gets_the_peak_lr_and_units():
+    s = resolve_schedule("cosine", {"total_steps": "1dur", "warmup_steps": "2ep"}, 0.4, 10, 100)
+    assert s(20) == pytest.approx(0.4) and s(0) == 0.0 and s(100) == 0.0
+    c = resolve_schedule("cifar_200_epochs", {"steps_per_epoch": "1ep"}, 0.1, 391, 391 * 200)
+    assert c(60 * 391) == 0.02
+
+
+def test_runtime_auto_choices():
+    conv = nn.Sequential(nn.Conv2d(1, 2, 3))
+    rt = resolve_runtime("cpu", "auto", None, conv)
+    from trickbag.train.runtime import cpu_has_native_bf16
+
+    assert rt.precision == ("bf16" if cpu_has_native_bf16() else "fp32") and rt.channels_last
+    assert not resolve_runtime("cpu", "fp32", None, nn.LSTM(2, 2)).channels_last
+    assert resolve_runtime("cpu", "bf16", None, conv).amp_dtype == torch.bfloat16
+    assert not resolve_runtime("cpu", "bf16", None, conv).grad_scaler().is_enabled()
+    with pytest.raises(ValueError, match="fp16 needs a GPU"):
+        resolve_runtime("cpu", "fp16", None, conv)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            resolve_runtime("cuda", "auto", None, conv)
