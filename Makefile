@@ -5,7 +5,7 @@
 PYTHON ?= python3
 PIP := $(PYTHON) -m pip
 
-.PHONY: install demo test test-all bench
+.PHONY: install demo test bench
 
 install:
 	# the CPU build of torch first, so that nothing pulls a multi-GB CUDA build
@@ -17,9 +17,6 @@ demo: install
 
 test: install
 	$(PYTHON) -m pytest -q
-
-test-all: install
-	$(PYTHON) -m pytest -q -m "slow or not slow"
 
 bench: install
 	for b in schedules augment precision trainer_overhead fashion_mnist; do $(PYTHON) benchmarks/$$b.py; done

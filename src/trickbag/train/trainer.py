@@ -47,6 +47,7 @@ from trickbag.models import build_model
 from trickbag.optim import build_optimizer, clip_gradients, linear_scaling, param_groups
 from trickbag.recipes import Recipe, RecipeError, to_dict
 from trickbag.schedules import SCHEDULES, PlateauController, Schedule
+from trickbag.schedules import build as build_schedule
 from trickbag.train.callbacks import (
     Callback,
     ConsoleProgress,
@@ -94,9 +95,7 @@ def resolve_schedule(name: str, params: dict, lr: float, steps_per_epoch: int, t
         if key in resolved and key in accepted and accepted[key].annotation in (int, "int"):
             resolved[key] = int(round(resolved[key]))
     try:
-        from trickbag.schedules.base import build
-
-        return build(name, **resolved)
+        return build_schedule(name, **resolved)
     except (TypeError, ValueError) as exc:
         raise RecipeError(f"recipe schedule {name!r}: {exc}") from None
 
