@@ -346,6 +346,72 @@ def train_cmd(
     typer.echo(f"run written to {summary['out']}")
 
 
+@app.command("find-lr")
+def find_lr_cmd(
+    recipe: Annotated[str, typer.Option(help="Recipe name or YAML file: its model, optimizer, data and loss.")] = "fashion-mnist",
+    set_: Annotated[list[str] | None, typer.Option("--set", "-s", help="Override a recipe key: a.b=value; repeat.")] = None,
+    rule: Annotated[str, typer.Option(help="valley, steepest, minimum or consensus.")] = "valley",
+    start_lr: Annotated[float, typer.Option(help="Sweep start.")] = 1e-7,
+    end_lr: Annotated[float, typer.Option(help="Sweep end.")] = 10.0,
+    num_iter: Annotated[int, typer.Option(help="Optimizer updates in the sweep.", min=3)] = 100,
+    plot: Annotated[str | None, typer.Option(help="Write loss vs lr with the suggestions marked (PNG).")] = None,
+    apply: Annotated[str | None, typer.Option(help="Write the recipe with optim.lr set to the suggestion to this YAML file.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """LR range test on a recipe's model and data; prints every rule's suggestion with its reason."""
+    import tempfile
+    from dataclasses import asdict
+
+    import torch
+    import yaml
+
+    from trickbag.find import lr_range_test
+    from trickbag.find.rules import RULES
+    from trickbag.losses import soft_target_cross_entropy
+    from trickbag.recipes import load, to_dict
+    from trickbag.train import Trainer
+
+    with _user_errors():
+        if rule not in RULES:
+            raise ValueError(f"--rule must be one of {', '.join(RULES)}, got {rule!r}")
+        r = load(recipe, list(set_ or []))
+        trainer = Trainer(r, out=tempfile.mkdtemp(prefix="trickbag-find-"), quiet=True)
+    data, bs, smoothing = trainer.data, trainer.batch_size, r.loss.label_smoothing
+    order = torch.randperm(len(data.train_y), generator=torch.Generator().manual_seed(r.train.seed))
+    loader = [(trainer.prepare(data.train_x[order[i : i + bs]], train=True), data.train_y[order[i : i + bs]])
+              for i in range(0, min(len(order), bs * num_iter) - bs + 1, bs)]
+    amp = trainer.runtime.precision if trainer.runtime.precision != "fp32" else None
+    with _user_errors():
+        result = lr_range_test(trainer.model, lambda z, y: soft_target_cross_entropy(z.float(), y, smoothing), trainer.optimizer,
+                               loader, start_lr=start_lr, end_lr=end_lr, num_iter=num_iter, amp=amp, scaler=trainer.scaler
+                               if trainer.scaler.is_enabled() else None)
+        suggestions = result.suggestions()
+    chosen = suggestions["minimum" if rule == "minimum/10" else rule]
+    path = result.plot(plot) if plot else None
+    if apply:
+        config = to_dict(r)
+        config["optim"]["lr"] = float(chosen.lr)
+        config["optim"]["base_batch_size"] = 0
+        with open(apply, "w") as f:
+            yaml.safe_dump(config, f, sort_keys=False)
+    if as_json:
+        _print_json({"recipe": recipe, "rule": rule, "lr": chosen.lr, "suggestions": {k: asdict(v) for k, v in suggestions.items()},
+                     "stopped": result.stopped, "lrs": result.lrs, "losses": result.losses, "plot": path, "applied": apply})
+        return
+    from rich.table import Table
+
+    table = Table("rule", "lr", "reason")
+    for name, s in suggestions.items():
+        table.add_row(("* " if name == chosen.rule else "  ") + name, f"{s.lr:.3g}", s.reason)
+    console = _console()
+    console.print(table)
+    console.print(f"{len(result.lrs)} updates; {result.stopped}")
+    if path:
+        console.print(f"plot written to {path}")
+    if apply:
+        console.print(f"recipe with optim.lr={chosen.lr:.3g} written to {apply}")
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

@@ -1,0 +1,21 @@
+"""Find a learning rate: the LR range test with several suggestion rules and exact restore,
+and seed 002's descending trials."""
+
+from trickbag.find.range_test import (
+           LRFinderResult,
+           descending_trials,
+           lr_range_test,
+           saved_state,
+)
+from trickbag.find.rules import (
+           RULES,
+           Suggestion,
+           consensus,
+           minimum,
+           steepest,
+           suggest,
+           valley,
+)
+
+__all__ = ["lr_range_test", "descending_trials", "LRFinderResult", "saved_state", "Suggestion", "RULES", "suggest", "valley",
+           "steepest", "minimum", "consensus"]
