@@ -412,6 +412,47 @@ def find_lr_cmd(
         console.print(f"recipe with optim.lr={chosen.lr:.3g} written to {apply}")
 
 
+@app.command("check")
+def check_cmd(
+    recipe: Annotated[str, typer.Option(help="Recipe name or YAML file: its model and data.")] = "fashion-mnist",
+    set_: Annotated[list[str] | None, typer.Option("--set", "-s", help="Override a recipe key: a.b=value; repeat.")] = None,
+    batch: Annotated[int, typer.Option(help="Examples in the checked batch.", min=2)] = 16,
+    steps: Annotated[int, typer.Option(help="Overfit-one-batch steps.", min=1)] = 300,
+    as_json: JsonOpt = False,
+) -> None:
+    """Gradient check (float64, finite differences) and overfit-one-batch on a recipe's model."""
+    import tempfile
+    from dataclasses import asdict
+
+    from trickbag.check import gradient_check, overfit_batch
+    from trickbag.recipes import load
+    from trickbag.train import Trainer
+
+    with _user_errors():
+        trainer = Trainer(load(recipe, list(set_ or [])), out=tempfile.mkdtemp(prefix="trickbag-check-"), quiet=True)
+    x = trainer.prepare(trainer.data.train_x[:batch], train=False).contiguous()
+    y = trainer.data.train_y[:batch].to(trainer.device)
+    grads = gradient_check(trainer.model, x, y)
+    overfit = overfit_batch(trainer.model, x, y, steps=steps)
+    ok = all(layer.passed for layer in grads) and overfit.passed
+    if as_json:
+        _print_json({"recipe": recipe, "passed": ok, "gradient_check": [asdict(layer) for layer in grads],
+                     "overfit": {k: v for k, v in asdict(overfit).items() if k != "losses"}})
+        return
+    from rich.table import Table
+
+    table = Table("parameter", "entries", "max relative error", "ok")
+    for layer in grads:
+        table.add_row(layer.name, str(layer.checked), f"{layer.max_rel_error:.2e}", "yes" if layer.passed else "NO")
+    console = _console()
+    console.print(table)
+    verdict = "passed" if overfit.passed else "FAILED"
+    console.print(f"overfit one batch of {batch}: {verdict} — loss {overfit.initial_loss:.3f} -> {overfit.final_loss:.3f} "
+                  f"in {overfit.steps} steps, batch accuracy {overfit.accuracy:.2f}")
+    for tip in overfit.advice:
+        console.print(f"  - {tip}")
+
+
 def main() -> None:
     """Console-script entry point."""
     app()
