@@ -36,12 +36,12 @@ def _fail(message: str) -> NoReturn:
 
 @contextmanager
 def _user_errors() -> Iterator[None]:
-    """User errors (bad names, parameters, ranges) raised inside become one clean line."""
+    """User errors (bad names, parameters, ranges, missing data) raised inside become one clean line."""
     from trickbag.registry import UnknownNameError
 
     try:
         yield
-    except (ValueError, TypeError, UnknownNameError) as exc:
+    except (ValueError, TypeError, UnknownNameError, FileNotFoundError) as exc:
         _fail(str(exc))
 
 
@@ -312,7 +312,6 @@ def train_cmd(
     """Train a recipe; writes config.yaml, metrics.jsonl, checkpoints/, TensorBoard events and summary.json."""
     from pathlib import Path
 
-    from trickbag.data import DataFormatError, DataUnavailableError
     from trickbag.recipes import load
     from trickbag.train import NonFiniteLossError, Trainer
 
@@ -326,11 +325,8 @@ def train_cmd(
         if not saved.is_file():
             _fail(f"--resume: {saved} does not exist; nothing to resume")
         recipe = str(saved)
-    with _user_errors():
-        try:
-            trainer = Trainer(load(recipe, overrides), out=out, quiet=quiet or as_json)
-        except (DataUnavailableError, DataFormatError) as exc:
-            _fail(str(exc))
+    with _user_errors():  # DataUnavailableError is a FileNotFoundError, DataFormatError a ValueError
+        trainer = Trainer(load(recipe, overrides), out=out, quiet=quiet or as_json)
     try:
         summary = trainer.fit(resume=resume)
     except NonFiniteLossError as exc:
@@ -346,6 +342,18 @@ def train_cmd(
     typer.echo(f"run written to {summary['out']}")
 
 
+def _probe_trainer(recipe: str, overrides: list[str] | None, purpose: str):
+    """A ``Trainer`` for a recipe's model, optimizer and data, not for training (its run
+    directory is a temporary folder)."""
+    import tempfile
+
+    from trickbag.recipes import load
+    from trickbag.train import Trainer
+
+    with _user_errors():
+        return Trainer(load(recipe, list(overrides or [])), out=tempfile.mkdtemp(prefix=f"trickbag-{purpose}-"), quiet=True)
+
+
 @app.command("find-lr")
 def find_lr_cmd(
     recipe: Annotated[str, typer.Option(help="Recipe name or YAML file: its model, optimizer, data and loss.")] = "fashion-mnist",
@@ -359,7 +367,6 @@ def find_lr_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """LR range test on a recipe's model and data; prints every rule's suggestion with its reason."""
-    import tempfile
     from dataclasses import asdict
 
     import torch
@@ -368,14 +375,12 @@ def find_lr_cmd(
     from trickbag.find import lr_range_test
     from trickbag.find.rules import RULES
     from trickbag.losses import soft_target_cross_entropy
-    from trickbag.recipes import load, to_dict
-    from trickbag.train import Trainer
+    from trickbag.recipes import to_dict
 
-    with _user_errors():
-        if rule not in RULES:
-            raise ValueError(f"--rule must be one of {', '.join(RULES)}, got {rule!r}")
-        r = load(recipe, list(set_ or []))
-        trainer = Trainer(r, out=tempfile.mkdtemp(prefix="trickbag-find-"), quiet=True)
+    if rule not in RULES:
+        _fail(f"--rule must be one of {', '.join(RULES)}, got {rule!r}")
+    trainer = _probe_trainer(recipe, set_, "find")
+    r = trainer.recipe
     data, bs, smoothing = trainer.data, trainer.batch_size, r.loss.label_smoothing
     order = torch.randperm(len(data.train_y), generator=torch.Generator().manual_seed(r.train.seed))
     loader = [(trainer.prepare(data.train_x[order[i : i + bs]], train=True), data.train_y[order[i : i + bs]])
@@ -421,15 +426,11 @@ def check_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Gradient check (float64, finite differences) and overfit-one-batch on a recipe's model."""
-    import tempfile
     from dataclasses import asdict
 
     from trickbag.check import gradient_check, overfit_batch
-    from trickbag.recipes import load
-    from trickbag.train import Trainer
 
-    with _user_errors():
-        trainer = Trainer(load(recipe, list(set_ or [])), out=tempfile.mkdtemp(prefix="trickbag-check-"), quiet=True)
+    trainer = _probe_trainer(recipe, set_, "check")
     x = trainer.prepare(trainer.data.train_x[:batch], train=False).contiguous()
     y = trainer.data.train_y[:batch].to(trainer.device)
     grads = gradient_check(trainer.model, x, y)
