@@ -114,3 +114,13 @@ def test_schedule_core_imports_neither_torch_nor_matplotlib():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_set_step_jumps_and_writes_that_steps_lr():
+    _, opt = make_optimizer()
+    sched = attach(opt, S.Linear(0.0, 1.0, 10))
+    sched.set_step(7)
+    assert sched.last_step == 7 and sched.lr == pytest.approx(0.7)
+    assert sched.get_last_lr() == pytest.approx([0.7, 0.07])
+    with pytest.raises(ValueError, match="step must be >= 0"):
+        sched.set_step(-1)

@@ -25,13 +25,19 @@ from trickbag.data.idx import DataFormatError, read_idx
 from trickbag.data.sources import find_files
 from trickbag.registry import Registry
 
-__all__ = ["ImageData", "DATASETS", "load_dataset", "FASHION_MNIST_CLASSES", "read_cifar_binary"]
+__all__ = ["ImageData", "DATASETS", "load_dataset", "FASHION_MNIST_CLASSES", "read_cifar_binary", "to_unit"]
 
 DATASETS: Registry[Callable[..., tuple]] = Registry("dataset")
 
 FASHION_MNIST_CLASSES = (
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
 )
+
+
+def to_unit(images: torch.Tensor, log1p: bool = False) -> torch.Tensor:
+    """uint8 images -> floats in [0, 1], then ``log(1 + x)`` if ``log1p`` (seed 001)."""
+    x = images.float().div_(255)
+    return x.log1p_() if log1p else x
 
 
 @dataclass
@@ -52,9 +58,10 @@ class ImageData:
     def shape(self) -> tuple[int, int, int]:
         return tuple(self.train_x.shape[1:])  # type: ignore[return-value]
 
-    def channel_stats(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-channel mean and std of the training images in [0, 1] (seed 001: standardize)."""
-        x = self.train_x.float().div_(255)
+    def channel_stats(self, log1p: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-channel mean and std of the training images as ``to_unit`` scales them
+        (seed 001: standardize with training statistics)."""
+        x = to_unit(self.train_x, log1p)
         return x.mean(dim=(0, 2, 3)), x.std(dim=(0, 2, 3))
 
     def summary(self) -> dict:

@@ -169,8 +169,8 @@ def lr_range_test(
         check_choice("amp", amp, ("bf16", "fp16"))
     device = torch.device(device) if device is not None else next(model.parameters()).device
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp or "")
-    ratios = [g["lr"] / max(g["lr"] for g in optimizer.param_groups) if max(g["lr"] for g in optimizer.param_groups) > 0 else 1.0
-              for g in optimizer.param_groups]
+    top = max(g["lr"] for g in optimizer.param_groups)  # groups keep their lr ratios during the sweep
+    ratios = [g["lr"] / top if top > 0 else 1.0 for g in optimizer.param_groups]
     lrs, losses, raw = [], [], []
     avg, best, stopped = 0.0, math.inf, f"completed {num_iter} updates"
     batches = _batches(loader)

@@ -16,6 +16,7 @@ import dataclasses
 import types
 import typing
 from dataclasses import dataclass, field
+from functools import partial
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -120,36 +121,29 @@ class Recipe:
 
     def validate(self) -> Recipe:
         """Range checks that types cannot express; errors name the key."""
-        checks = [
-            ("data.val_size", lambda v: check_nonnegative("data.val_size", v), self.data.val_size),
-            ("data.batch_size", lambda v: check_positive("data.batch_size", v), self.data.batch_size),
-            ("data.eval_batch_size", lambda v: check_positive("data.eval_batch_size", v), self.data.eval_batch_size),
-            ("data.train_subset", lambda v: check_nonnegative("data.train_subset", v), self.data.train_subset),
-            ("optim.lr", lambda v: check_nonnegative("optim.lr", v), self.optim.lr),
-            ("optim.momentum", lambda v: check_range("optim.momentum", v, 0.0, 1.0, high_open=True), self.optim.momentum),
-            ("optim.weight_decay", lambda v: check_nonnegative("optim.weight_decay", v), self.optim.weight_decay),
-            ("optim.base_batch_size", lambda v: check_nonnegative("optim.base_batch_size", v), self.optim.base_batch_size),
-            ("optim.clip_norm", lambda v: check_nonnegative("optim.clip_norm", v), self.optim.clip_norm),
-            ("optim.clip_value", lambda v: check_nonnegative("optim.clip_value", v), self.optim.clip_value),
-            ("loss.label_smoothing", lambda v: check_range("loss.label_smoothing", v, 0.0, 1.0, high_open=True), self.loss.label_smoothing),
-            ("loss.mixup_alpha", lambda v: check_nonnegative("loss.mixup_alpha", v), self.loss.mixup_alpha),
-            ("loss.cutmix_alpha", lambda v: check_nonnegative("loss.cutmix_alpha", v), self.loss.cutmix_alpha),
-            ("loss.mix_prob", lambda v: check_range("loss.mix_prob", v, 0.0, 1.0), self.loss.mix_prob),
-            ("train.epochs", lambda v: check_positive("train.epochs", v), self.train.epochs),
-            ("train.precision", lambda v: check_choice("train.precision", v, ("auto", "fp32", "bf16", "fp16")), self.train.precision),
-            ("train.ema_decay", lambda v: check_range("train.ema_decay", v, 0.0, 1.0, high_open=True), self.train.ema_decay),
-            ("train.early_stopping", lambda v: check_nonnegative("train.early_stopping", v), self.train.early_stopping),
-            ("train.nan_patience", lambda v: check_positive("train.nan_patience", v), self.train.nan_patience),
-            ("train.keep_checkpoints", lambda v: check_positive("train.keep_checkpoints", v), self.train.keep_checkpoints),
-            ("train.eval_every", lambda v: check_positive("train.eval_every", v), self.train.eval_every),
-            ("train.threads", lambda v: check_nonnegative("train.threads", v), self.train.threads),
-        ]
-        for _key, check, value in checks:
+        for key, check in _RANGE_CHECKS:
+            section, name = key.split(".")
             try:
-                check(value)
+                check(key, getattr(getattr(self, section), name))
             except (TypeError, ValueError) as exc:
                 raise RecipeError(f"recipe {exc}") from None
         return self
+
+
+_unit = partial(check_range, low=0.0, high=1.0)
+_unit_open = partial(check_range, low=0.0, high=1.0, high_open=True)
+#: (key, check(key, value)) for every key with a range beyond its type
+_RANGE_CHECKS = [
+    ("data.val_size", check_nonnegative), ("data.batch_size", check_positive), ("data.eval_batch_size", check_positive),
+    ("data.train_subset", check_nonnegative),
+    ("optim.lr", check_nonnegative), ("optim.momentum", _unit_open), ("optim.weight_decay", check_nonnegative),
+    ("optim.base_batch_size", check_nonnegative), ("optim.clip_norm", check_nonnegative), ("optim.clip_value", check_nonnegative),
+    ("loss.label_smoothing", _unit_open), ("loss.mixup_alpha", check_nonnegative), ("loss.cutmix_alpha", check_nonnegative),
+    ("loss.mix_prob", _unit),
+    ("train.epochs", check_positive), ("train.precision", partial(check_choice, choices=("auto", "fp32", "bf16", "fp16"))),
+    ("train.ema_decay", _unit_open), ("train.early_stopping", check_nonnegative), ("train.nan_patience", check_positive),
+    ("train.keep_checkpoints", check_positive), ("train.eval_every", check_positive), ("train.threads", check_nonnegative),
+]
 
 
 _SECTIONS = {f.name: f.type for f in dataclasses.fields(Recipe)}

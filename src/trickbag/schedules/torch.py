@@ -70,8 +70,14 @@ class ScheduledLR:
         base = self.schedule(self.last_step)
         if self.plateau is not None:
             base *= self.plateau.scale
+        self.lr = base  # before the per-group multipliers
         for group, mult in zip(self.optimizer.param_groups, self.multipliers):
             group["lr"] = base * mult
+
+    def set_step(self, step: int) -> None:
+        """Jump to ``step`` (e.g. a loop that owns its step counter) and write its lr."""
+        self.last_step = int(check_nonnegative("step", step))
+        self._apply()
 
     def step(self, taken: bool = True) -> None:
         """Advance one optimizer update (``taken=False``: the update was skipped, e.g. by

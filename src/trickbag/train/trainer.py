@@ -40,7 +40,7 @@ from torch import nn
 
 from trickbag import __version__
 from trickbag.data import build_augment, load_dataset, pca_basis
-from trickbag.data.datasets import ImageData
+from trickbag.data.datasets import ImageData, to_unit
 from trickbag.init import initialize, zero_gamma
 from trickbag.losses import MixUpCutMix, soft_target_cross_entropy
 from trickbag.models import build_model
@@ -48,6 +48,7 @@ from trickbag.optim import build_optimizer, clip_gradients, linear_scaling, para
 from trickbag.recipes import Recipe, RecipeError, to_dict
 from trickbag.schedules import SCHEDULES, PlateauController, Schedule
 from trickbag.schedules import build as build_schedule
+from trickbag.schedules.torch import attach
 from trickbag.train.callbacks import (
     Callback,
     ConsoleProgress,
@@ -140,10 +141,11 @@ class Trainer:
         self.base_lr = linear_scaling(o.lr, self.batch_size, o.base_batch_size) if o.base_batch_size else o.lr
         groups = param_groups(self.model, o.weight_decay, o.no_bias_decay)
         self.optimizer = build_optimizer(o.name, groups, lr=self.base_lr, momentum=o.momentum, betas=tuple(o.betas))
-        self.lr_mults = [g.get("lr_mult", 1.0) for g in self.optimizer.param_groups]
         s = recipe.schedule
         self.schedule = resolve_schedule(s.name, dict(s.params), self.base_lr, self.steps_per_epoch, self.total_steps)
         self.plateau = PlateauController(max(self.base_lr, 1e-12), **s.plateau) if s.plateau else None
+        # writes schedule(step) * plateau.scale * each group's lr_mult; the loop sets the step
+        self.lr_driver = attach(self.optimizer, self.schedule, plateau=self.plateau)
         self.scaler = self.runtime.grad_scaler()
         self.ema = build_ema(self.model, cfg.ema_decay, cfg.ema_warmup) if cfg.ema_decay else None
         loss = recipe.loss
@@ -161,7 +163,6 @@ class Trainer:
         self.best_epoch = 0
         self.bad_evals = 0
         self.train_time = 0.0
-        self.current_lr = self.schedule(0)
         self.should_stop = False
         self.stop_reason = ""
         self._interrupt = False
@@ -191,13 +192,12 @@ class Trainer:
 
     def _setup_inputs(self) -> None:
         d = self.recipe.data
-        x = self.data.train_x.float().div_(255)
-        if d.log1p:
-            x = x.log1p_()
         if d.standardize:
-            mean, std = x.mean(dim=(0, 2, 3)), x.std(dim=(0, 2, 3)).clamp_min(1e-6)
+            mean, std = self.data.channel_stats(d.log1p)
+            std = std.clamp_min(1e-6)
         else:
-            mean, std = torch.zeros(x.shape[1]), torch.ones(x.shape[1])
+            channels = self.data.train_x.shape[1]
+            mean, std = torch.zeros(channels), torch.ones(channels)
         self.mean = mean.view(1, -1, 1, 1).to(self.device)
         self.std = std.view(1, -1, 1, 1).to(self.device)
         extra = {}
@@ -221,9 +221,7 @@ class Trainer:
 
     def prepare(self, x: torch.Tensor, train: bool) -> torch.Tensor:
         """uint8 (B, C, H, W) -> augmented (train), standardized float on the device."""
-        x = x.to(self.device, non_blocking=True).float().div_(255)
-        if self.recipe.data.log1p:
-            x = x.log1p_()
+        x = to_unit(x.to(self.device, non_blocking=True), self.recipe.data.log1p)
         if train and self.augment is not None:
             x = self.augment(x, self.data_gen)
         x = (x - self.mean) / self.std
@@ -231,13 +229,10 @@ class Trainer:
 
     # --- one step ---------------------------------------------------------------------
 
-    def _set_lr(self) -> None:
-        lr = self.schedule(self.step)
-        if self.plateau is not None:
-            lr *= self.plateau.scale
-        self.current_lr = lr
-        for group, mult in zip(self.optimizer.param_groups, self.lr_mults):
-            group["lr"] = lr * mult
+    @property
+    def current_lr(self) -> float:
+        """The lr of the current (or last) step, before per-group multipliers."""
+        return self.lr_driver.lr
 
     def train_step(self, x_u8: torch.Tensor, y: torch.Tensor) -> float:
         x = self.prepare(x_u8, train=True)
@@ -246,7 +241,7 @@ class Trainer:
         if self.mixer is not None:
             x, y = self.mixer(x, y)
             smoothing = 0.0  # the mixer already smoothed the targets
-        self._set_lr()
+        self.lr_driver.set_step(self.step)
         with self.runtime.autocast():
             logits = self.forward(x)
         loss = soft_target_cross_entropy(logits.float(), y, smoothing)
