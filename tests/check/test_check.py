@@ -40,6 +40,7 @@ def batch(n=8, seed=0):
 
 
 def test_gradient_check_passes_on_our_models():
+    torch.manual_seed(0)
     x, y = batch()
     for model in (small_cnn(widths=(4, 8)), resnet(layers=(1, 1), width=4, stem="mnist", in_channels=1, num_classes=10)):
         report = gradient_check(model, x, y)
