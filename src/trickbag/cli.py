@@ -369,27 +369,18 @@ def find_lr_cmd(
     """LR range test on a recipe's model and data; prints every rule's suggestion with its reason."""
     from dataclasses import asdict
 
-    import torch
     import yaml
 
-    from trickbag.find import lr_range_test
+    from trickbag.find import trainer_range_test
     from trickbag.find.rules import RULES
-    from trickbag.losses import soft_target_cross_entropy
     from trickbag.recipes import to_dict
 
     if rule not in RULES:
         _fail(f"--rule must be one of {', '.join(RULES)}, got {rule!r}")
     trainer = _probe_trainer(recipe, set_, "find")
     r = trainer.recipe
-    data, bs, smoothing = trainer.data, trainer.batch_size, r.loss.label_smoothing
-    order = torch.randperm(len(data.train_y), generator=torch.Generator().manual_seed(r.train.seed))
-    loader = [(trainer.prepare(data.train_x[order[i : i + bs]], train=True), data.train_y[order[i : i + bs]])
-              for i in range(0, min(len(order), bs * num_iter) - bs + 1, bs)]
-    amp = trainer.runtime.precision if trainer.runtime.precision != "fp32" else None
     with _user_errors():
-        result = lr_range_test(trainer.model, lambda z, y: soft_target_cross_entropy(z.float(), y, smoothing), trainer.optimizer,
-                               loader, start_lr=start_lr, end_lr=end_lr, num_iter=num_iter, amp=amp, scaler=trainer.scaler
-                               if trainer.scaler.is_enabled() else None)
+        result = trainer_range_test(trainer, start_lr=start_lr, end_lr=end_lr, num_iter=num_iter)
         suggestions = result.suggestions()
     chosen = suggestions["minimum" if rule == "minimum/10" else rule]
     path = result.plot(plot) if plot else None
@@ -452,6 +443,62 @@ def check_cmd(
                   f"in {overfit.steps} steps, batch accuracy {overfit.accuracy:.2f}")
     for tip in overfit.advice:
         console.print(f"  - {tip}")
+
+
+@app.command("doctor")
+def doctor_cmd(
+    run_dir: Annotated[str | None, typer.Argument(help="A run directory written by trickbag train (reads doctor.jsonl, metrics.jsonl).")] = None,
+    recipe: Annotated[str | None, typer.Option(help="Instead of RUN_DIR: probe this recipe with a short monitored run.")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", "-s", help="Override a recipe key for the probe: a.b=value; repeat.")] = None,
+    steps: Annotated[int, typer.Option(help="Optimizer steps of the probe.", min=1)] = 300,
+    every: Annotated[int, typer.Option(help="Monitor every N steps in the probe.", min=1)] = 10,
+    report: Annotated[str | None, typer.Option(help="Folder for report.md and the PNG plots (default <run>/doctor).")] = None,
+    fail_on: Annotated[str | None, typer.Option(help="Exit with status 1 when a finding is at least this severe: warning or error.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Diagnose training: findings (severity, evidence, prescription) from a run's logs or a short probe."""
+    from pathlib import Path
+
+    from trickbag.doctor import SEVERITIES, diagnose, probe, read_run, write_report
+    from trickbag.recipes import load
+
+    if (run_dir is None) == (recipe is None):
+        _fail("give either RUN_DIR (a trained run) or --recipe R (a short probe run), not both" if run_dir else
+              "give RUN_DIR (a run written by trickbag train) or --recipe R to probe a recipe")
+    if fail_on is not None and fail_on not in ("warning", "error"):
+        _fail(f"--fail-on must be warning or error, got {fail_on!r}")
+    notes: list[str] = []
+    with _user_errors():
+        if run_dir is not None:
+            records, epochs, notes = read_run(run_dir)
+            folder = Path(run_dir)
+        else:
+            result = probe(load(recipe, list(set_ or [])), steps=steps, every=every, quiet=as_json)
+            records, epochs, folder = result.records, result.epochs, result.out
+            notes.append(f"probe of {recipe}: {result.summary['steps']} steps ({result.summary['stopped']}), run in {folder}")
+    findings = diagnose(records, epochs)
+    path = write_report(findings, records, epochs, Path(report) if report else folder / "doctor", notes=notes)
+    failed = fail_on is not None and any(SEVERITIES.index(f.severity) >= SEVERITIES.index(fail_on) for f in findings)
+    if as_json:
+        _print_json({"run": str(folder), "findings": [f.to_dict() for f in findings], "notes": notes, "report": str(path),
+                     "monitored_steps": sum(1 for r in records if "params" in r), "epochs": len(epochs)})
+    else:
+        from rich.table import Table
+
+        console = _console()
+        for note in notes:
+            console.print(f"note: {note}")
+        if findings:
+            table = Table("severity", "finding", "layer", "evidence", "prescription")
+            style = {"error": "bold red", "warning": "yellow", "info": "dim"}
+            for f in findings:
+                table.add_row(f"[{style[f.severity]}]{f.severity}[/]", f.title, f.layer or "-", f.evidence, f.prescription)
+            console.print(table)
+        else:
+            console.print("no findings: every monitor is inside its healthy range")
+        console.print(f"report written to {path}")
+    if failed:
+        raise typer.Exit(1)
 
 
 def main() -> None:

@@ -80,7 +80,7 @@ def test_overfit_one_batch_passes_and_fails_with_advice():
 
 
 def test_check_cli(tmp_path):
-    from tests.train.conftest import HAVE_FMNIST
+    from tests.conftest import HAVE_FMNIST
 
     data = [] if HAVE_FMNIST else ["--set", "data.name=synthetic", "--set", "data.val_size=200"]
     out = subprocess.run([sys.executable, "-m", "trickbag.cli", "check", "--set", "model.params={widths: [8, 16]}",

@@ -156,7 +156,7 @@ def test_find_lr_cli_prints_suggestions_and_applies(tmp_path):
     import subprocess
     import sys
 
-    from tests.train.conftest import HAVE_FMNIST
+    from tests.conftest import HAVE_FMNIST
 
     data = [] if HAVE_FMNIST else ["--set", "data.name=synthetic", "--set", "data.val_size=200"]
     out = subprocess.run([sys.executable, "-m", "trickbag.cli", "find-lr", "--num-iter", "20", "--set", "data.batch_size=64",

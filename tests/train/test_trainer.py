@@ -195,7 +195,7 @@ def test_cli_main_job_on_a_short_setting(tmp_path):
     import subprocess
     import sys
 
-    from tests.train.conftest import HAVE_FMNIST
+    from tests.conftest import HAVE_FMNIST
 
     data = [] if HAVE_FMNIST else ["--set", "data.name=synthetic", "--set", "data.val_size=200"]
     cmd = [sys.executable, "-m", "trickbag.cli", "train", "--recipe", "fashion-mnist", "--out", str(tmp_path / "run"),

@@ -6,6 +6,8 @@ from trickbag.find.range_test import (
            descending_trials,
            lr_range_test,
            saved_state,
+           trainer_batches,
+           trainer_range_test,
 )
 from trickbag.find.rules import (
            RULES,
@@ -17,5 +19,5 @@ from trickbag.find.rules import (
            valley,
 )
 
-__all__ = ["lr_range_test", "descending_trials", "LRFinderResult", "saved_state", "Suggestion", "RULES", "suggest", "valley",
+__all__ = ["lr_range_test", "trainer_range_test", "trainer_batches", "descending_trials", "LRFinderResult", "saved_state", "Suggestion", "RULES", "suggest", "valley",
            "steepest", "minimum", "consensus"]

@@ -29,7 +29,7 @@ from torch import nn
 from trickbag._checks import check_choice, check_positive, check_range
 from trickbag.find.rules import RULES, Suggestion, suggest
 
-__all__ = ["LRFinderResult", "lr_range_test", "descending_trials", "saved_state"]
+__all__ = ["LRFinderResult", "lr_range_test", "trainer_range_test", "trainer_batches", "descending_trials", "saved_state"]
 
 
 @dataclass
@@ -248,3 +248,25 @@ def descending_trials(
             results[lr] = sum(tail) / len(tail)
     best = min(results, key=results.__getitem__)
     return {"best_lr": best, "results": results}
+
+
+def trainer_batches(trainer: Any, num_batches: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """``num_batches`` training batches of a ``Trainer``'s data, augmented and standardized
+    as in training, in a seeded order (the recipe's seed); fewer if the data runs out."""
+    data, bs = trainer.data, trainer.batch_size
+    order = torch.randperm(len(data.train_y), generator=torch.Generator().manual_seed(trainer.recipe.train.seed))
+    return [(trainer.prepare(data.train_x[order[i : i + bs]], train=True), data.train_y[order[i : i + bs]].to(trainer.device))
+            for i in range(0, min(len(order), bs * num_batches) - bs + 1, bs)]
+
+
+def trainer_range_test(trainer: Any, start_lr: float = 1e-7, end_lr: float = 10.0, num_iter: int = 100, **kwargs: Any) -> LRFinderResult:
+    """``lr_range_test`` on a ``trickbag.train.Trainer``'s model, optimizer, data and loss
+    (label smoothing included), with the trainer's precision and GradScaler. The trainer
+    is left exactly as it was."""
+    from trickbag.losses import soft_target_cross_entropy
+
+    smoothing = trainer.recipe.loss.label_smoothing
+    amp = trainer.runtime.precision if trainer.runtime.precision != "fp32" else None
+    return lr_range_test(trainer.model, lambda z, y: soft_target_cross_entropy(z.float(), y, smoothing), trainer.optimizer,
+                         trainer_batches(trainer, num_iter), start_lr=start_lr, end_lr=end_lr, num_iter=num_iter, amp=amp,
+                         scaler=trainer.scaler if trainer.scaler.is_enabled() else None, **kwargs)

@@ -107,6 +107,7 @@ class TrainConfig:
     checkpoint: bool = True
     eval_every: int = 1  # epochs between validation evaluations
     eval_test: bool = False  # also evaluate test every epoch (benchmarks' time-to-accuracy; decisions still use val)
+    doctor_every: int = 0  # >0: doctor monitors every N optimizer steps into doctor.jsonl (trickbag doctor RUN_DIR); 0: off
 
 
 @dataclass
@@ -143,6 +144,7 @@ _RANGE_CHECKS = [
     ("train.epochs", check_positive), ("train.precision", partial(check_choice, choices=("auto", "fp32", "bf16", "fp16"))),
     ("train.ema_decay", _unit_open), ("train.early_stopping", check_nonnegative), ("train.nan_patience", check_positive),
     ("train.keep_checkpoints", check_positive), ("train.eval_every", check_positive), ("train.threads", check_nonnegative),
+    ("train.doctor_every", check_nonnegative),
 ]
 
 

@@ -6,7 +6,7 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["plot_schedule", "plot_init"]
+__all__ = ["plot_schedule", "plot_init", "plot_doctor"]
 
 
 def _pyplot():
@@ -74,3 +74,56 @@ def plot_init(reports: Mapping[str, Any], path: str | os.PathLike, title: str = 
     path = _save(fig, path)
     plt.close(fig)
     return path
+
+
+def plot_doctor(records: Sequence[Mapping[str, Any]], folder: str | os.PathLike,
+                ratio_limits: tuple[float, float] = (1e-4, 0.1)) -> dict[str, str]:
+    """The doctor's plots in ``folder``: update/weight ratio per weight tensor over steps
+    (log scale; seed 001's typical band 1e-4..1e-2 shaded, the doctor's flag limits
+    ``ratio_limits`` dashed), activation std per layer over steps, and the step loss.
+    Returns ``{title: path}``."""
+    plt = _pyplot()
+    monitored = [r for r in records if "params" in r]
+    out: dict[str, str] = {}
+    if monitored:
+        names = [n for n, p in monitored[-1]["params"].items() if p.get("ndim", 0) >= 2]
+        fig, ax = plt.subplots(figsize=(8, 4))
+        for name in names:
+            pts = [(r["step"], r["params"][name]["ratio"]) for r in monitored
+                   if name in r["params"] and isinstance(r["params"][name].get("ratio"), (int, float)) and r["params"][name]["ratio"] > 0]
+            if pts:
+                ax.plot(*zip(*pts), lw=1, label=name)
+        ax.axhspan(1e-4, 1e-2, color="green", alpha=0.08, label="seed 001's typical band")
+        for limit in ratio_limits:
+            ax.axhline(limit, color="red", lw=0.8, ls="--")
+        ax.set_yscale("log")
+        ax.set_xlabel("step")
+        ax.set_ylabel("||update|| / ||weight||")
+        ax.legend(fontsize=6, ncol=2)
+        ax.grid(alpha=0.3)
+        out["update/weight ratio per layer"] = _save(fig, os.path.join(folder, "ratios.png"))
+        plt.close(fig)
+        acts = list(monitored[-1].get("acts", {}))
+        if acts:
+            fig, ax = plt.subplots(figsize=(8, 4))
+            for name in acts:
+                pts = [(r["step"], r["acts"][name]["std"]) for r in monitored if name in r.get("acts", {}) and r["acts"][name]["std"] > 0]
+                if pts:
+                    ax.plot(*zip(*pts), lw=1, label=name)
+            ax.set_yscale("log")
+            ax.set_xlabel("step")
+            ax.set_ylabel("activation std")
+            ax.legend(fontsize=6, ncol=2)
+            ax.grid(alpha=0.3)
+            out["activation std per layer"] = _save(fig, os.path.join(folder, "activations.png"))
+            plt.close(fig)
+    losses = [x for r in records for x in r.get("losses", [])]
+    if losses:
+        fig, ax = plt.subplots(figsize=(8, 3))
+        ax.plot(range(len(losses)), losses, lw=0.8)
+        ax.set_xlabel("loss point (optimizer step)")
+        ax.set_ylabel("training loss")
+        ax.grid(alpha=0.3)
+        out["training loss"] = _save(fig, os.path.join(folder, "loss.png"))
+        plt.close(fig)
+    return out

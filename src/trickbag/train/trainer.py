@@ -14,7 +14,8 @@ test once, ``summary.json``.
 Resume is bit-exact: model, optimizer, scaler, EMA (with its counter), schedule step,
 plateau state, every RNG (data order, augmentation, mixup, dropout) and the position
 in the epoch are in the checkpoint. Ctrl-C finishes the current step, writes
-``checkpoints/interrupt.pt`` and exits; kill -9 loses at most the current epoch.
+``checkpoints/interrupt.pt`` and exits (so does a callback that sets ``should_stop``
+mid-epoch); kill -9 loses at most the current epoch.
 """
 
 from __future__ import annotations
@@ -168,6 +169,10 @@ class Trainer:
         self._interrupt = False
         self.callbacks: list[Callback] = [ConsoleProgress(quiet), JsonlLogger(self.out / "metrics.jsonl")]
         self.tensorboard = self._tensorboard()
+        if cfg.doctor_every:
+            from trickbag.doctor.monitor import DoctorMonitor
+
+            self.callbacks.append(DoctorMonitor(cfg.doctor_every, self.out / "doctor.jsonl"))
         self.callbacks += list(callbacks)
 
     # --- construction helpers ---------------------------------------------------------
@@ -413,14 +418,16 @@ class Trainer:
                         losses.append(loss)
                     for cb in self.callbacks:
                         cb.on_step_end(self, loss)
-                    if self._interrupt:
+                    if self._interrupt or self.should_stop:
                         break
                 epoch_time = time.perf_counter() - t0
                 self.train_time += epoch_time
-                if self._interrupt:
+                if self._interrupt or self.batch_in_epoch < self.steps_per_epoch:  # Ctrl-C or a callback's stop mid-epoch
                     if cfg.checkpoint:
                         save_atomic(self.state_dict(), self.out / "checkpoints" / "interrupt.pt")
-                    self.stop_reason = "interrupted (Ctrl-C): checkpoint saved; continue with --resume"
+                    if self._interrupt:
+                        self.stop_reason = "interrupted (Ctrl-C): checkpoint saved; continue with --resume"
+                    self.stop_reason = self.stop_reason or f"stopped by a callback at step {self.step}"
                     break
                 self.epoch += 1
                 self.perm = None
