@@ -19,4 +19,6 @@ test: install
 	$(PYTHON) -m pytest -q
 
 bench: install
-	for b in schedules augment precision trainer_overhead fashion_mnist; do $(PYTHON) benchmarks/$$b.py; done
+	for b in schedules augment precision trainer_overhead doctor_overhead fashion_mnist; do $(PYTHON) benchmarks/$$b.py; done
+	$(PIP) install --quiet -e ".[bench]"  # lr_finder.py compares with torch-lr-finder
+	$(PYTHON) benchmarks/lr_finder.py

@@ -358,7 +358,7 @@ def _probe_trainer(recipe: str, overrides: list[str] | None, purpose: str):
 def find_lr_cmd(
     recipe: Annotated[str, typer.Option(help="Recipe name or YAML file: its model, optimizer, data and loss.")] = "fashion-mnist",
     set_: Annotated[list[str] | None, typer.Option("--set", "-s", help="Override a recipe key: a.b=value; repeat.")] = None,
-    rule: Annotated[str, typer.Option(help="valley, steepest, minimum or consensus.")] = "valley",
+    rule: Annotated[str, typer.Option(help="fall (default: closest to the best lr in benchmarks/lr_finder.py), valley, steepest, minimum or consensus.")] = "fall",
     start_lr: Annotated[float, typer.Option(help="Sweep start.")] = 1e-7,
     end_lr: Annotated[float, typer.Option(help="Sweep end.")] = 10.0,
     num_iter: Annotated[int, typer.Option(help="Optimizer updates in the sweep.", min=3)] = 100,

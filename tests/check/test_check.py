@@ -57,6 +57,33 @@ def test_gradient_check_flags_the_broken_layer_only():
     assert report["1.weight"].passed and report["4.weight"].passed  # the broken w does not corrupt the others
 
 
+def test_tiny_gradients_and_kinks_are_not_false_alarms():
+    # Entry 0 of the weight sees an input 1e-9 times smaller than the others: its gradient
+    # is ~1e-9 of the tensor's largest, where float64 round-off in the two losses
+    # (~1e-16 * L / h = 1e-10) exceeds it. Measured against 1e-3 of the tensor's largest
+    # gradient it passes; measured against itself (rel_floor=0) it does not.
+    torch.manual_seed(0)
+    x = torch.randn(8, 5).double()
+    x[:, 0] *= 1e-9
+    y = torch.randint(0, 3, (8,))
+    lin = nn.Linear(5, 3).double()
+    every = {"samples": 15, "seed": 1}  # all 15 entries
+    assert all(layer.passed for layer in gradient_check(lin, x, y, **every))
+    assert not next(l for l in gradient_check(lin, x, y, rel_floor=0, **every) if l.name == "weight").passed
+
+    # A ReLU pre-activation 3e-7 from its kink: the step h = 1e-6 crosses it, 1e-7 does not.
+    class Kink(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.tensor([1.0]))
+
+        def forward(self, z):
+            return torch.relu(z * self.w - (1 - 3e-7)).expand(-1, 3) * torch.tensor([1.0, 2.0, 3.0])
+
+    (layer,) = gradient_check(Kink(), torch.ones(4, 1), torch.zeros(4, dtype=torch.long))
+    assert layer.passed and layer.max_rel_error < 1e-4
+
+
 def test_gradient_check_leaves_the_model_alone():
     model = small_cnn(widths=(4, 8))
     before = {k: v.clone() for k, v in model.state_dict().items()}

@@ -8,8 +8,11 @@ import torch
 from torch import nn
 
 from trickbag.find import (
+    DEFAULT_RULE,
+    LRFinderResult,
     consensus,
     descending_trials,
+    fall,
     lr_range_test,
     minimum,
     steepest,
@@ -45,6 +48,31 @@ def test_valley_lies_on_the_falling_part():
     i_min = int(np.argmin(losses))
     assert losses[s.index] < losses[0] and s.index < i_min
     assert 1e-5 < s.lr < LRS[i_min]
+
+
+def test_fall_is_three_quarters_of_the_way_down():
+    # the closed form: u_curve falls from ~2.3 (mean of the first 8 points) to its minimum;
+    # the first lr whose loss is at or below start - 0.75 * (start - min)
+    for best in (1e-4, 1e-2, 1.0):
+        losses = u_curve(best)
+        start, low = np.mean(losses[:8]), int(np.argmin(losses))
+        target = start - 0.75 * (start - losses[low])
+        i = int(np.flatnonzero(np.array(losses[: low + 1]) <= target)[0])
+        s = fall(LRS, losses)
+        assert (s.index, s.lr) == (i, LRS[i]) and losses[i - 1] > target
+        assert s.lr < LRS[low] and "75%" in s.reason
+    assert fall(LRS, u_curve(), fraction=0.5).lr < fall(LRS, u_curve()).lr
+
+
+def test_fall_on_a_curve_that_never_falls_says_so():
+    s = fall([1e-3, 1e-2, 1e-1, 1.0], [1.0, 1.1, 1.3, 2.0])
+    assert s.index == 0 and "never fell" in s.reason
+
+
+def test_the_default_rule_is_fall():
+    result = LRFinderResult(lrs=LRS, losses=u_curve())
+    assert DEFAULT_RULE == "fall" and result.suggestion() == fall(LRS, u_curve())
+    assert set(result.suggestions()) == {"fall", "valley", "steepest", "minimum", "consensus"}
 
 
 def test_consensus_is_the_median_of_the_three_rules():
@@ -130,7 +158,9 @@ def test_to_schedule_and_bad_arguments():
     model, opt, loader = setup()
     r = lr_range_test(model, nn.functional.cross_entropy, opt, loader, num_iter=30, end_lr=1.0)
     sched = r.to_schedule("one_cycle", 100)
-    assert max(sched(t) for t in range(100)) == pytest.approx(r.suggestion("valley").lr, rel=1e-6)
+    assert max(sched(t) for t in range(100)) == pytest.approx(r.suggestion("fall").lr, rel=1e-6)  # the default rule
+    sched = r.to_schedule("cosine", 100, rule="valley")
+    assert sched(0) == pytest.approx(r.suggestion("valley").lr, rel=1e-6)
     with pytest.raises(ValueError, match="end_lr must be in"):
         lr_range_test(model, nn.functional.cross_entropy, opt, loader, start_lr=1.0, end_lr=0.1)
     with pytest.raises(ValueError, match="amp must be one of"):
@@ -164,7 +194,7 @@ def test_find_lr_cli_prints_suggestions_and_applies(tmp_path):
                           "--plot", str(tmp_path / "lr.png"), "--json", *data], capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr
     res = json.loads(out.stdout)
-    assert set(res["suggestions"]) == {"valley", "steepest", "minimum", "consensus"}
+    assert set(res["suggestions"]) == {"fall", "valley", "steepest", "minimum", "consensus"}
     assert res["lr"] == res["suggestions"]["consensus"]["lr"] and 1e-7 <= res["lr"] <= 10
     from trickbag.recipes import load
 

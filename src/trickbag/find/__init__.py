@@ -10,14 +10,16 @@ from trickbag.find.range_test import (
            trainer_range_test,
 )
 from trickbag.find.rules import (
+           DEFAULT_RULE,
            RULES,
            Suggestion,
            consensus,
+           fall,
            minimum,
            steepest,
            suggest,
            valley,
 )
 
-__all__ = ["lr_range_test", "trainer_range_test", "trainer_batches", "descending_trials", "LRFinderResult", "saved_state", "Suggestion", "RULES", "suggest", "valley",
+__all__ = ["lr_range_test", "trainer_range_test", "trainer_batches", "descending_trials", "LRFinderResult", "saved_state", "Suggestion", "RULES", "DEFAULT_RULE", "fall", "suggest", "valley",
            "steepest", "minimum", "consensus"]

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from trickbag._checks import check_choice, check_positive, check_range
-from trickbag.find.rules import RULES, Suggestion, suggest
+from trickbag.find.rules import DEFAULT_RULE, RULES, Suggestion, suggest
 
 __all__ = ["LRFinderResult", "lr_range_test", "trainer_range_test", "trainer_batches", "descending_trials", "saved_state"]
 
@@ -41,14 +41,14 @@ class LRFinderResult:
     raw_losses: list[float] = field(default_factory=list)
     stopped: str = ""
 
-    def suggestion(self, rule: str = "valley") -> Suggestion:
-        """The lr rule ``rule`` picks (``valley``, ``steepest``, ``minimum``, ``consensus``), with a reason."""
+    def suggestion(self, rule: str = DEFAULT_RULE) -> Suggestion:
+        """The lr rule ``rule`` picks (``fall``, ``valley``, ``steepest``, ``minimum``, ``consensus``), with a reason."""
         return suggest(self.lrs, self.losses, rule)
 
     def suggestions(self) -> dict[str, Suggestion]:
-        return {name: self.suggestion(name) for name in ("valley", "steepest", "minimum", "consensus")}
+        return {name: self.suggestion(name) for name in ("fall", "valley", "steepest", "minimum", "consensus")}
 
-    def to_schedule(self, kind: str = "one_cycle", total_steps: int = 1000, rule: str = "valley", warmup_steps: int = 0):
+    def to_schedule(self, kind: str = "one_cycle", total_steps: int = 1000, rule: str = DEFAULT_RULE, warmup_steps: int = 0):
         """A schedule peaking at the suggested lr: ``one_cycle`` or ``cosine`` (with warmup)."""
         from trickbag import schedules as S
 
@@ -62,7 +62,7 @@ class LRFinderResult:
         return {"lrs": self.lrs, "losses": self.losses, "raw_losses": self.raw_losses, "stopped": self.stopped,
                 "suggestions": {k: vars(v) for k, v in self.suggestions().items()} if len(self.lrs) >= 3 else {}}
 
-    def plot(self, path: str, rules: Iterable[str] = ("valley", "steepest", "minimum", "consensus")) -> str:
+    def plot(self, path: str, rules: Iterable[str] = ("fall", "valley", "steepest", "minimum", "consensus")) -> str:
         from trickbag.report.plots import _pyplot, _save
 
         plt = _pyplot()

@@ -11,12 +11,20 @@ records them).
   spikes must not win, Lightning#1767).
 * ``minimum``: a tenth of the lr with the lowest loss (Smith: "one order of magnitude
   before the minimum").
-* ``consensus`` (ours): the median in log space of the three above. When the rules
+* ``fall`` (ours): the first lr at which the smoothed loss has covered three quarters of
+  its fall, from its level at the start of the sweep (the mean of the first tenth of the
+  points, before anything is learned) down to its minimum. Levels, not slopes: noise
+  that makes single slopes jump moves a level little, and past this point each decade of
+  lr buys less and less before the loss turns up.
+* ``consensus`` (ours): the median in log space of valley, steepest and minimum. When the rules
   agree it returns their common value; when exactly one is thrown off (noise makes
   ``steepest`` jump to a spike, a flat curve drags ``valley``) the other two outvote it.
   A spike that misleads two rules at once (an early spike can start both the steepest
-  drop and the longest falling stretch) is not corrected; how often that matters is
-  what ``benchmarks/lr_finder.py`` is to measure (not written yet).
+  drop and the longest falling stretch) is not corrected.
+
+Measured (``benchmarks/lr_finder.py``, benchmarks/RESULTS.md): trained at each rule's lr
+for a short budget and compared with the best of a sqrt(10) grid, ``fall`` came closest
+on average and is the default.
 """
 
 from __future__ import annotations
@@ -25,7 +33,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["Suggestion", "valley", "steepest", "minimum", "consensus", "RULES", "suggest"]
+__all__ = ["Suggestion", "valley", "steepest", "minimum", "fall", "consensus", "RULES", "suggest", "DEFAULT_RULE"]
 
 
 @dataclass(frozen=True)
@@ -82,6 +90,20 @@ def minimum(lrs: Sequence[float], losses: Sequence[float]) -> Suggestion:
     return Suggestion(lrs[idx] / 10, "minimum", f"lowest loss {losses[idx]:.4g} at lr {lrs[idx]:.3g}; one decade below it", idx)
 
 
+def fall(lrs: Sequence[float], losses: Sequence[float], fraction: float = 0.75) -> Suggestion:
+    _check(lrs, losses)
+    head = losses[: max(len(losses) // 10, 1)]
+    start = sum(head) / len(head)
+    low = min(range(len(losses)), key=losses.__getitem__)
+    if losses[low] >= start:
+        return Suggestion(lrs[0], "fall", f"the loss never fell below its starting level {start:.4g}: no lr in the sweep "
+                          "helped (check the model and data, or sweep higher)", 0)
+    target = start - fraction * (start - losses[low])
+    idx = next(i for i in range(low + 1) if losses[i] <= target)
+    return Suggestion(lrs[idx], "fall", f"the loss falls from {start:.4g} to {losses[low]:.4g} (at lr {lrs[low]:.3g}); "
+                      f"{fraction:.0%} of that fall is reached at lr {lrs[idx]:.3g}", idx)
+
+
 def consensus(lrs: Sequence[float], losses: Sequence[float]) -> Suggestion:
     _check(lrs, losses)
     votes = sorted((valley(lrs, losses), steepest(lrs, losses), minimum(lrs, losses)), key=lambda s: s.lr)
@@ -91,10 +113,12 @@ def consensus(lrs: Sequence[float], losses: Sequence[float]) -> Suggestion:
                       f"spread {spread:.1f} decades): {mid.rule}", mid.index)
 
 
-RULES = {"valley": valley, "steepest": steepest, "minimum": minimum, "minimum/10": minimum, "consensus": consensus}
+RULES = {"valley": valley, "steepest": steepest, "minimum": minimum, "minimum/10": minimum, "fall": fall, "consensus": consensus}
+#: the rule ``trickbag find-lr`` and ``LRFinderResult.suggestion`` use unless told otherwise
+DEFAULT_RULE = "fall"
 
 
-def suggest(lrs: Sequence[float], losses: Sequence[float], rule: str = "valley") -> Suggestion:
+def suggest(lrs: Sequence[float], losses: Sequence[float], rule: str = DEFAULT_RULE) -> Suggestion:
     from trickbag._checks import check_choice
 
     check_choice("rule", rule, tuple(RULES))

@@ -76,49 +76,56 @@ def plot_init(reports: Mapping[str, Any], path: str | os.PathLike, title: str = 
     return path
 
 
+def _step_series(records: Sequence[Mapping[str, Any]], section: str, names: Sequence[str], key: str) -> dict[str, list]:
+    """``{name: [(step, value), ...]}`` of ``record[section][name][key]`` where it is a positive number."""
+    out = {}
+    for name in names:
+        pts = [(r["step"], r[section][name][key]) for r in records if name in r.get(section, {})
+               and isinstance(r[section][name].get(key), (int, float)) and r[section][name][key] > 0]
+        if pts:
+            out[name] = pts
+    return out
+
+
+def _plot_log_series(series: Mapping[str, list], ylabel: str, path: str, lines: Sequence[float] = (),
+                     band: tuple[float, float, str] | None = None) -> str:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 4))
+    for name, pts in series.items():
+        ax.plot(*zip(*pts), lw=1, label=name)
+    if band:
+        ax.axhspan(band[0], band[1], color="green", alpha=0.08, label=band[2])
+    for y in lines:
+        ax.axhline(y, color="red", lw=0.8, ls="--")
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=6, ncol=2)
+    ax.grid(alpha=0.3)
+    path = _save(fig, path)
+    plt.close(fig)
+    return path
+
+
 def plot_doctor(records: Sequence[Mapping[str, Any]], folder: str | os.PathLike,
                 ratio_limits: tuple[float, float] = (1e-4, 0.1)) -> dict[str, str]:
     """The doctor's plots in ``folder``: update/weight ratio per weight tensor over steps
     (log scale; seed 001's typical band 1e-4..1e-2 shaded, the doctor's flag limits
     ``ratio_limits`` dashed), activation std per layer over steps, and the step loss.
     Returns ``{title: path}``."""
-    plt = _pyplot()
     monitored = [r for r in records if "params" in r]
     out: dict[str, str] = {}
-    if monitored:
-        names = [n for n, p in monitored[-1]["params"].items() if p.get("ndim", 0) >= 2]
-        fig, ax = plt.subplots(figsize=(8, 4))
-        for name in names:
-            pts = [(r["step"], r["params"][name]["ratio"]) for r in monitored
-                   if name in r["params"] and isinstance(r["params"][name].get("ratio"), (int, float)) and r["params"][name]["ratio"] > 0]
-            if pts:
-                ax.plot(*zip(*pts), lw=1, label=name)
-        ax.axhspan(1e-4, 1e-2, color="green", alpha=0.08, label="seed 001's typical band")
-        for limit in ratio_limits:
-            ax.axhline(limit, color="red", lw=0.8, ls="--")
-        ax.set_yscale("log")
-        ax.set_xlabel("step")
-        ax.set_ylabel("||update|| / ||weight||")
-        ax.legend(fontsize=6, ncol=2)
-        ax.grid(alpha=0.3)
-        out["update/weight ratio per layer"] = _save(fig, os.path.join(folder, "ratios.png"))
-        plt.close(fig)
-        acts = list(monitored[-1].get("acts", {}))
-        if acts:
-            fig, ax = plt.subplots(figsize=(8, 4))
-            for name in acts:
-                pts = [(r["step"], r["acts"][name]["std"]) for r in monitored if name in r.get("acts", {}) and r["acts"][name]["std"] > 0]
-                if pts:
-                    ax.plot(*zip(*pts), lw=1, label=name)
-            ax.set_yscale("log")
-            ax.set_xlabel("step")
-            ax.set_ylabel("activation std")
-            ax.legend(fontsize=6, ncol=2)
-            ax.grid(alpha=0.3)
-            out["activation std per layer"] = _save(fig, os.path.join(folder, "activations.png"))
-            plt.close(fig)
+    weights = list(dict.fromkeys(n for r in monitored for n, p in r["params"].items() if p.get("ndim", 0) >= 2))
+    ratios = _step_series(monitored, "params", weights, "ratio")
+    if ratios:
+        out["update/weight ratio per layer"] = _plot_log_series(
+            ratios, "||update|| / ||weight||", os.path.join(folder, "ratios.png"), ratio_limits, (1e-4, 1e-2, "seed 001's typical band"))
+    acts = _step_series(monitored, "acts", list(dict.fromkeys(n for r in monitored for n in r.get("acts", {}))), "std")
+    if acts:
+        out["activation std per layer"] = _plot_log_series(acts, "activation std", os.path.join(folder, "activations.png"))
     losses = [x for r in records for x in r.get("losses", [])]
     if losses:
+        plt = _pyplot()
         fig, ax = plt.subplots(figsize=(8, 3))
         ax.plot(range(len(losses)), losses, lw=0.8)
         ax.set_xlabel("loss point (optimizer step)")
