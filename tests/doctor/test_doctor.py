@@ -196,7 +196,7 @@ def cli(*args):
 
 def test_doctor_cli_probe_finds_a_too_high_lr_and_writes_the_report(tmp_path):
     out = cli("--recipe", "fashion-mnist", "--steps", "40", "--every", "4", "--set", "data.train_subset=2048",
-              "--set", "data.batch_size=64", "--set", "model.params={widths: [8, 16]}", "--set", "model.name=plain_mlp",
+              "--set", "data.batch_size=64", "--set", "model.name=plain_mlp",
               "--set", "model.params={depth: 3, width: 32}", "--set", "optim.lr=50", "--set", "optim.name=sgd",
               "--set", "schedule.params={total_steps: 1dur, warmup_steps: 0}", "--report", str(tmp_path),
               "--fail-on", "error", "--json", *DATA_ARGS)

@@ -89,6 +89,26 @@ def test_ctrl_c_mid_epoch_saves_and_resumes_bit_exact(tmp_path, small_data):
     assert not (tmp_path / "cut" / "checkpoints" / "interrupt.pt").exists()
 
 
+class StopAtStep(Callback):
+    def __init__(self, step):
+        self.at = step
+
+    def on_step_end(self, trainer, loss):
+        trainer.should_stop = trainer.step == self.at
+
+
+def test_a_callback_stop_mid_epoch_checkpoints_and_resumes_bit_exact(tmp_path, small_data):
+    full = Trainer(recipe(*EXTRAS), out=tmp_path / "full", quiet=True, data=small_data)
+    full.fit()
+    cut = Trainer(recipe(*EXTRAS), out=tmp_path / "cut", quiet=True, data=small_data, callbacks=[StopAtStep(7)])
+    summary = cut.fit()
+    assert cut.step == 7 and cut.epoch == 0 and "stopped by a callback at step 7" in summary["stopped"]
+    assert (tmp_path / "cut" / "checkpoints" / "interrupt.pt").is_file()
+    again = Trainer(recipe(*EXTRAS), out=tmp_path / "cut", quiet=True, data=small_data)
+    again.fit(resume=True)
+    assert_same(weights(full), weights(again))
+
+
 def test_checkpoints_are_atomic_pruned_and_weights_only(tmp_path, small_data):
     t = Trainer(recipe("train.keep_checkpoints=2"), out=tmp_path, quiet=True, data=small_data)
     t.fit()
