@@ -1,4 +1,4 @@
-"""Machine description printed with every benchmark's JSON."""
+"""Shared by the benchmarks: the machine description printed with every JSON, and the data."""
 
 from __future__ import annotations
 
@@ -29,3 +29,15 @@ def machine() -> dict:
         info["torch_threads"] = torch.get_num_threads()
         info["cuda"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     return info
+
+
+def benchmark_data(val_size: int):
+    """Fashion-MNIST (a local copy or a verified download); generated images when it cannot
+    be had (the JSON's ``data`` field says which)."""
+    from trickbag.data import load_dataset
+    from trickbag.data.sources import DataUnavailableError
+
+    try:
+        return load_dataset("fashion-mnist", val_size=val_size)
+    except DataUnavailableError:
+        return load_dataset("synthetic", val_size=min(val_size, 200))

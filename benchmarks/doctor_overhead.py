@@ -29,9 +29,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from _machine import machine  # noqa: E402
+from _machine import benchmark_data, machine  # noqa: E402
 
-from trickbag.data import load_dataset  # noqa: E402
 from trickbag.doctor import DoctorMonitor  # noqa: E402
 from trickbag.recipes import load  # noqa: E402
 from trickbag.train import Trainer  # noqa: E402
@@ -42,10 +41,7 @@ def main() -> None:
     ap.add_argument("--blocks", type=int, default=24)
     ap.add_argument("--block-steps", type=int, default=20)
     args = ap.parse_args()
-    try:
-        data = load_dataset("fashion-mnist", val_size=500)
-    except Exception:  # noqa: BLE001
-        data = load_dataset("synthetic", val_size=200)
+    data = benchmark_data(val_size=500)
     trainer = Trainer(load("fashion-mnist", ["train.checkpoint=false"]), out=tempfile.mkdtemp(prefix="bench-doctor-"),
                       quiet=True, data=data)
     bs, n = trainer.batch_size, len(trainer.data.train_y)

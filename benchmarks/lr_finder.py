@@ -37,9 +37,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from _machine import machine  # noqa: E402
+from _machine import benchmark_data, machine  # noqa: E402
 
-from trickbag.data import load_dataset  # noqa: E402
 from trickbag.find import trainer_batches, trainer_range_test  # noqa: E402
 from trickbag.losses import soft_target_cross_entropy  # noqa: E402
 from trickbag.recipes import load  # noqa: E402
@@ -162,10 +161,7 @@ def main() -> None:
     ap.add_argument("--tasks", default=",".join(TASKS))
     ap.add_argument("--reuse", help="an earlier run's JSON output: its measured (task, lr) accuracies are not trained again")
     args = ap.parse_args()
-    try:
-        data = load_dataset("fashion-mnist", val_size=0)
-    except Exception:  # noqa: BLE001
-        data = load_dataset("synthetic", val_size=0)
+    data = benchmark_data(val_size=0)
     tasks = [t for t in args.tasks.split(",") if t]
     known = _known_accuracies(args.reuse, args.seeds, args.steps) if args.reuse else {}
     results = {}

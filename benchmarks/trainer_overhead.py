@@ -20,9 +20,9 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from _machine import machine  # noqa: E402
+from _machine import benchmark_data, machine  # noqa: E402
 
-from trickbag.data import load_dataset, pad_crop, random_flip  # noqa: E402
+from trickbag.data import pad_crop, random_flip  # noqa: E402
 from trickbag.recipes import load  # noqa: E402
 from trickbag.train import Trainer  # noqa: E402
 
@@ -34,10 +34,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=40)
     ap.add_argument("--repeats", type=int, default=5)
     args = ap.parse_args()
-    try:
-        data = load_dataset("fashion-mnist", val_size=1000)
-    except Exception:  # noqa: BLE001
-        data = load_dataset("synthetic", val_size=200)
+    data = benchmark_data(val_size=1000)
     trainer = Trainer(load("fashion-mnist", SET), out="runs/bench-overhead", quiet=True, data=data)
     bs = trainer.batch_size
     batches = [torch.arange(i * bs, (i + 1) * bs) for i in range(args.steps)]
