@@ -170,9 +170,22 @@ class StopAfterEpoch(Callback):
         trainer.should_stop = trainer.epoch == 1
 
 
-def test_trainer_writes_doctor_jsonl_and_resume_keeps_it_consistent(small_data, tmp_path):
+class StopAtStep(Callback):
+    def __init__(self, step):
+        self.at = step
+
+    def on_step_end(self, trainer, loss):
+        trainer.should_stop = trainer.step == self.at
+
+
+@pytest.mark.parametrize("stop", [StopAfterEpoch(), StopAtStep(11), StopAtStep(16)], ids=["epoch", "step-11", "step-16"])
+def test_trainer_writes_doctor_jsonl_and_resume_keeps_it_consistent(small_data, tmp_path, stop):
     recipe = load("fashion-mnist", MLP + ["model.init=he_normal", "train.doctor_every=5", "train.checkpoint=true", "train.epochs=2"])
-    Trainer(recipe, out=tmp_path, quiet=True, data=small_data, callbacks=[StopAfterEpoch()]).fit()
+    Trainer(recipe, out=tmp_path, quiet=True, data=small_data, callbacks=[stop]).fit()
+    first = [json.loads(x) for x in (tmp_path / "doctor.jsonl").read_text().splitlines()]
+    # a run killed after its last checkpoint: the newest checkpoint is older than the log
+    for extra in first:
+        (tmp_path / "doctor.jsonl").open("a").write(json.dumps(dict(extra, end=extra["end"] + 100)) + "\n")
     Trainer(recipe, out=tmp_path, quiet=True, data=small_data).fit(resume=True)
     records, epochs, notes = read_run(tmp_path)
     steps = [r["step"] for r in records if "params" in r]

@@ -67,8 +67,8 @@ class DoctorMonitor(Callback):
     """Collect the monitors every ``every`` optimizer steps; see the module docstring.
 
     Args:
-        every: optimizer steps between monitored steps (>= 1); 50 costs about 1% here
-            (benchmarks/doctor_overhead.py).
+        every: optimizer steps between monitored steps (>= 1); 50 costs 0.3% of training
+            time on the default recipe here (benchmarks/doctor_overhead.py).
         path: JSON-lines file for the records (default ``<run dir>/doctor.jsonl``;
             ``None`` with ``write=False`` keeps them in memory only).
         write: write the records to ``path``.
@@ -94,9 +94,9 @@ class DoctorMonitor(Callback):
     def on_fit_start(self, trainer: Any) -> None:
         if self.path is None:
             self.path = Path(trainer.out) / "doctor.jsonl"
-        if self.write and self.path.exists():  # resume: keep the records up to the checkpoint
+        if self.write and self.path.exists():  # resume: keep the records whose steps the checkpoint holds
             keep = [line for line in self.path.read_text().splitlines()
-                    if line.strip() and json.loads(line).get("step", 0) <= trainer.step]
+                    if line.strip() and json.loads(line).get("end", 0) <= trainer.step]
             self.path.write_text("".join(line + "\n" for line in keep))
         self._model = trainer.model
         self._names = {id(p): n for n, p in trainer.model.named_parameters()}
@@ -110,7 +110,7 @@ class DoctorMonitor(Callback):
         if self._record is not None:
             self._finish(trainer, loss)
         elif not math.isfinite(loss):  # a run about to diverge may never reach on_fit_end: write it now
-            self._emit({"step": trainer.step, "lr": trainer.current_lr, "losses": self._losses, "nonfinite": ["loss"]})
+            self._emit({"step": trainer.step, "lr": trainer.current_lr, "losses": self._losses, "nonfinite": ["loss"]}, trainer)
             self._losses = []
         if trainer.step % self.every == 0 and self._record is None and self._last_armed != trainer.step:
             self._arm(trainer)
@@ -124,7 +124,7 @@ class DoctorMonitor(Callback):
             handle.remove()
         self._opt_hooks = []
         if self._losses:  # the tail of the loss series after the last monitored step
-            self._emit({"step": trainer.step, "lr": trainer.current_lr, "losses": self._losses, "tail": True})
+            self._emit({"step": trainer.step, "lr": trainer.current_lr, "losses": self._losses, "tail": True}, trainer)
             self._losses = []
 
     # --- one monitored step ---------------------------------------------------------------
@@ -214,9 +214,10 @@ class DoctorMonitor(Callback):
         for name, act in record["acts"].items():
             if not act["finite"]:
                 record["nonfinite"].append(f"activation:{name}")
-        self._emit(record)
+        self._emit(record, trainer)
 
-    def _emit(self, record: dict[str, Any]) -> None:
+    def _emit(self, record: dict[str, Any], trainer: Any) -> None:
+        record["end"] = trainer.step  # the optimizer steps done when written: what a resume keeps
         self.records.append(record)
         if self.write and self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
