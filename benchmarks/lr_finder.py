@@ -25,6 +25,8 @@ grid's best; then the mean gap per rule over the tasks.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import math
 import statistics
@@ -112,9 +114,6 @@ def run_task(data, task: str, seeds: int, steps: int, known: dict[float, float] 
     finder = trainer_range_test(Trainer(recipe_for(task, 1e-7, 0, steps), out=tempfile.mkdtemp(prefix="bench-lrf-"), quiet=True,
                                         data=data), start_lr=1e-7, end_lr=10, num_iter=100)
     picks: dict[str, float | str] = {rule: finder.suggestion(rule).lr for rule in RULES}
-    import contextlib
-    import io
-
     with contextlib.redirect_stdout(io.StringIO()):  # torch-lr-finder prints its progress and pick
         picks["torch-lr-finder"] = torch_lr_finder_suggestion(data, task, steps)
     cache: dict[float, float] = dict(known or {})

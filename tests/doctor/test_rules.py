@@ -196,6 +196,13 @@ def test_thresholds_are_parameters():
     assert codes(diagnose(recs, thresholds=Thresholds(ratio_high=1e-3))) == {"lr_too_high"}
 
 
+@pytest.mark.parametrize("bad, message", [({"ratio_high": 0}, "thresholds.ratio_high"), ({"dead_warn": 1.5}, "thresholds.dead_warn"),
+                                          ({"spike_window": -3}, "thresholds.spike_window")])
+def test_bad_thresholds_name_the_field(bad, message):
+    with pytest.raises(ValueError, match=message):
+        Thresholds(**bad)
+
+
 def test_rules_do_not_import_torch():
     code = "import sys, trickbag.doctor.rules; print('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"

@@ -64,6 +64,11 @@ def test_fall_is_three_quarters_of_the_way_down():
     assert fall(LRS, u_curve(), fraction=0.5).lr < fall(LRS, u_curve()).lr
 
 
+def test_fall_fraction_is_checked():
+    with pytest.raises(ValueError, match="fraction"):
+        fall(LRS, u_curve(), fraction=1.5)
+
+
 def test_fall_on_a_curve_that_never_falls_says_so():
     s = fall([1e-3, 1e-2, 1e-1, 1.0], [1.0, 1.1, 1.3, 2.0])
     assert s.index == 0 and "never fell" in s.reason

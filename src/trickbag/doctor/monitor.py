@@ -83,7 +83,9 @@ class DoctorMonitor(Callback):
         self.epochs: list[dict[str, Any]] = []
         self._losses: list[float] = []
         self._record: dict[str, Any] | None = None
-        self._before: list[torch.Tensor] = []
+        self._before: list[torch.Tensor] = []  # the monitored step's parameters before the update
+        self._params: list[torch.Tensor] = []  # ... and the parameters themselves
+        self._last_armed = -1  # the step hooks were last armed for (a skipped step keeps its number)
         self._hooks: list[Any] = []
         self._opt_hooks: list[Any] = []
         self._last_weighted = ""
@@ -128,8 +130,6 @@ class DoctorMonitor(Callback):
             self._losses = []
 
     # --- one monitored step ---------------------------------------------------------------
-
-    _last_armed = -1
 
     def _arm(self, trainer: Any) -> None:
         """Hooks for the next forward/backward/update only."""

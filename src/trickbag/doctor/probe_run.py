@@ -11,6 +11,7 @@ from typing import Any
 
 from trickbag._checks import check_positive
 from trickbag.doctor.monitor import DoctorMonitor
+from trickbag.doctor.rules import loss_series
 from trickbag.recipes import Recipe
 from trickbag.train.callbacks import Callback
 
@@ -56,10 +57,9 @@ def probe(recipe: Recipe, steps: int = 300, every: int = 10, out: str | Path | N
     trainer = Trainer(recipe, out=out, quiet=quiet, data=data, callbacks=[monitor, _StopAt(steps)])
     summary = trainer.fit()
     epochs = list(monitor.epochs)
-    if len(trainer.data.val_y) and trainer.step % trainer.steps_per_epoch:
+    if len(trainer.data.val_y) and trainer.batch_in_epoch:  # stopped inside an epoch: measure its part too
         val = trainer.evaluate(trainer.data.val_x, trainer.data.val_y)
-        tail = [x for r in monitor.records[-3:] for x in r.get("losses", [])][-trainer.steps_per_epoch:]
-        finite = [x for x in tail if math.isfinite(x)]
+        finite = [x for x in loss_series(monitor.records)[-trainer.batch_in_epoch:] if math.isfinite(x)]
         epochs.append({"epoch": trainer.step / trainer.steps_per_epoch, "step": trainer.step,
                        "train_loss": sum(finite) / len(finite) if finite else float("nan"),
                        "val_loss": val["loss"], "val_acc": val["acc"], "partial": True})

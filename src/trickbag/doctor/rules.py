@@ -26,8 +26,10 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
+
+from trickbag._checks import check_positive, check_range
 
 __all__ = ["Finding", "Thresholds", "SEVERITIES", "RULES", "CAUSES", "SYMPTOMS", "diagnose", "worst_severity", "loss_series"]
 
@@ -73,6 +75,14 @@ class Thresholds:
     gap_rise: float = 0.05  # validation loss this much above its best: overfitting
     min_steps: int = 30  # fewer loss points than this: no spike/plateau/divergence rules
 
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in ("dead_warn", "dead_info", "plateau_frac", "plateau_rel"):
+                check_range(f"thresholds.{f.name}", value, 0.0, 1.0, low_open=True)
+            else:
+                check_positive(f"thresholds.{f.name}", value)
+
 
 @dataclass
 class _Run:
@@ -84,6 +94,8 @@ class _Run:
     monitored: list[dict[str, Any]] = field(default_factory=list)  # records with layer data
     active: list[dict[str, Any]] = field(default_factory=list)  # ... where lr >= half its peak
     peak_lr: float = 0.0
+    diverged: bool = False
+    diverged_how: str = ""  # the evidence when diverged
 
 
 def loss_series(records: Iterable[dict[str, Any]]) -> list[float]:
@@ -95,8 +107,9 @@ def _finite(values: Iterable[Any]) -> list[float]:
     return [float(v) for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
 
 
-def _prepare(records: Sequence[dict[str, Any]], epochs: Sequence[dict[str, Any]]) -> _Run:
+def _prepare(records: Sequence[dict[str, Any]], epochs: Sequence[dict[str, Any]], t: Thresholds) -> _Run:
     run = _Run(list(records), list(epochs), loss_series(records))
+    run.diverged, run.diverged_how = _diverged(run.losses, t)
     run.monitored = [r for r in run.records if "params" in r]
     lrs = _finite(r.get("lr") for r in run.monitored)
     run.peak_lr = max(lrs) if lrs else 0.0
@@ -148,32 +161,36 @@ def _weight_ratios(run: _Run) -> dict[str, float]:
     return out
 
 
-def _diverged(run: _Run, t: Thresholds) -> tuple[bool, str]:
+def _diverged(losses: Sequence[float], t: Thresholds) -> tuple[bool, str]:
     """Non-finite losses, or the late loss above ``diverge`` x the early loss."""
-    losses = run.losses
     bad = sum(1 for x in losses if not math.isfinite(x))
-    early = _finite(losses[: max(len(losses) // 10, 3)])
+    n = max(len(losses) // 10, 3)  # the first and the last tenth
+    early = _finite(losses[:n])
     start = f" (it started at {_fmt(statistics.mean(early))})" if early else ""
     if bad:
         return True, f"{bad} of {len(losses)} losses were non-finite{start}"
     if len(losses) < t.min_steps or not early:
         return False, ""
-    n = max(len(losses) // 10, 3)
     begin, end = statistics.mean(early), statistics.mean(losses[-n:])
     if end > t.diverge * begin:
         return True, f"the loss rose from {_fmt(begin)} to {_fmt(end)} (> {t.diverge}x)"
     return False, ""
 
 
+def _explodes(act: dict[str, Any], t: Thresholds) -> bool:
+    """An activation record that is non-finite or whose std is above ``act_explode``."""
+    return not act.get("finite", True) or not math.isfinite(act["std"]) or act["std"] > t.act_explode
+
+
 def _exploding_at_init(run: _Run, t: Thresholds) -> bool:
-    return bool(run.monitored) and any(not a.get("finite", True) or a["std"] > t.act_explode for _, a in _acts(run.monitored[0]))
+    return bool(run.monitored) and any(_explodes(a, t) for _, a in _acts(run.monitored[0]))
 
 
 def rule_learning_rate(run: _Run, t: Thresholds) -> list[Finding]:
     """lr too high (update ratio >> 1e-2, or the loss diverging from a healthy init) /
     too low (ratio << 1e-4)."""
     ratios = _weight_ratios(run)
-    diverged, how = _diverged(run, t)
+    diverged, how = run.diverged, run.diverged_how
     bad_init = _exploding_at_init(run, t)  # then the init is the cause; rule_activations says so
     diverged = diverged and not bad_init
     findings = []
@@ -218,7 +235,7 @@ def rule_activations(run: _Run, t: Thresholds) -> list[Finding]:
     first, last = run.monitored[0], run.monitored[-1]
     acts = _acts(first)
     for name, a in acts:
-        if _finite([a["std"]]) and a["std"] > t.act_explode or not a.get("finite", True):
+        if _explodes(a, t):
             layer = a.get("after") or name
             stds = ", ".join(f"{n}: {_fmt(x['std'])}" for n, x in acts)
             findings.append(Finding(
@@ -247,7 +264,7 @@ def rule_activations(run: _Run, t: Thresholds) -> list[Finding]:
         start = dict(acts)
         for name, a in _acts(last):
             s0 = start.get(name, {}).get("std")
-            if (not _finite([a["std"]]) or a["std"] > t.act_explode) and _finite([s0]) and s0 <= t.act_explode:
+            if _explodes(a, t) and _finite([s0]) and s0 <= t.act_explode:
                 layer = a.get("after") or name
                 findings.append(Finding(
                     "activations_growing", "warning", "activations blew up during training",
@@ -285,7 +302,7 @@ def rule_dead_units(run: _Run, t: Thresholds) -> list[Finding]:
 
 
 def rule_gradients(run: _Run, t: Thresholds) -> list[Finding]:
-    """Gradient-norm spikes (clip) and layers whose gradients vanish relative to the others."""
+    """Gradient-norm spikes (clip) and weight tensors whose gradient is exactly zero at every active step."""
     norms = [(r["step"], r.get("grad_norm")) for r in run.monitored]
     values = _finite(v for _, v in norms)
     findings = []
@@ -333,7 +350,7 @@ def rule_nonfinite(run: _Run, t: Thresholds) -> list[Finding]:
 
 def rule_loss_spikes(run: _Run, t: Thresholds) -> list[Finding]:
     losses = run.losses
-    if len(losses) < t.min_steps or _diverged(run, t)[0]:
+    if len(losses) < t.min_steps or run.diverged:
         return []
     spikes = []
     w = t.spike_window
@@ -356,7 +373,7 @@ def rule_loss_spikes(run: _Run, t: Thresholds) -> list[Finding]:
 
 def rule_plateau(run: _Run, t: Thresholds) -> list[Finding]:
     losses = _finite(run.losses)
-    if len(losses) < t.min_steps or _diverged(run, t)[0]:
+    if len(losses) < t.min_steps or run.diverged:
         return []
     n = max(int(len(losses) * t.plateau_frac), 5)
     before, last = statistics.mean(losses[-2 * n : -n]), statistics.mean(losses[-n:])
@@ -377,7 +394,7 @@ def rule_plateau(run: _Run, t: Thresholds) -> list[Finding]:
 
 def rule_generalization(run: _Run, t: Thresholds) -> list[Finding]:
     """Overfitting: validation loss rising from its best while the training loss falls."""
-    rows = [e for e in run.epochs if _finite([e.get("val_loss"), e.get("train_loss")]) and len(_finite([e.get("val_loss"), e.get("train_loss")])) == 2]
+    rows = [e for e in run.epochs if len(_finite([e.get("val_loss"), e.get("train_loss")])) == 2]
     if len(rows) < 2:
         return []
     best = min(rows, key=lambda e: e["val_loss"])
@@ -414,8 +431,8 @@ def diagnose(records: Sequence[dict[str, Any]], epochs: Sequence[dict[str, Any]]
     init, dead units) is kept as ``info`` with the cause named, so the table leads with
     what to change.
     """
-    run = _prepare(records, epochs)
     t = thresholds or Thresholds()
+    run = _prepare(records, epochs, t)
     findings = [f for rule in RULES for f in rule(run, t)]
     causes = [f.title for f in findings if f.code in CAUSES and f.severity != "info"]
     if causes:

@@ -33,6 +33,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from trickbag._checks import check_choice, check_range
+
 __all__ = ["Suggestion", "valley", "steepest", "minimum", "fall", "consensus", "RULES", "suggest", "DEFAULT_RULE"]
 
 
@@ -91,6 +93,7 @@ def minimum(lrs: Sequence[float], losses: Sequence[float]) -> Suggestion:
 
 
 def fall(lrs: Sequence[float], losses: Sequence[float], fraction: float = 0.75) -> Suggestion:
+    check_range("fraction", fraction, 0.0, 1.0, low_open=True)
     _check(lrs, losses)
     head = losses[: max(len(losses) // 10, 1)]
     start = sum(head) / len(head)
@@ -119,7 +122,5 @@ DEFAULT_RULE = "fall"
 
 
 def suggest(lrs: Sequence[float], losses: Sequence[float], rule: str = DEFAULT_RULE) -> Suggestion:
-    from trickbag._checks import check_choice
-
     check_choice("rule", rule, tuple(RULES))
     return RULES[rule](lrs, losses)
