@@ -81,7 +81,7 @@ def baseline(data, minutes: float, seed: int = 0) -> dict:
 
 def trickbag_run(data, recipe: str, overrides: list[str], seed: int) -> dict:
     r = load(recipe, overrides + [f"train.seed={seed}", "train.eval_test=true", "train.checkpoint=false"])
-    summary = Trainer(r, out=f"runs/bench-fmnist-seed{seed}", quiet=True, data=data).fit()
+    summary = Trainer(r, out=f"runs/bench-fmnist-seed{seed}", quiet=True, data=data).fit(overwrite=True)
     history = summary["test_acc_by_train_time"]
     print(f"trickbag seed {seed}: {summary['test_acc']:.4f} in {summary['train_time_s']:.0f}s", file=sys.stderr, flush=True)
     return {"seed": seed, "final_test_acc": summary["test_acc"], "train_time_s": summary["train_time_s"], "history": history,

@@ -41,9 +41,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from _machine import benchmark_data, machine  # noqa: E402
 
-from trickbag.find import trainer_batches, trainer_range_test  # noqa: E402
+from trickbag.find import parts_batches, parts_range_test  # noqa: E402
 from trickbag.losses import soft_target_cross_entropy  # noqa: E402
-from trickbag.recipes import load  # noqa: E402
+from trickbag.recipes import build, load  # noqa: E402
 from trickbag.train import NonFiniteLossError, Trainer  # noqa: E402
 
 SQRT10 = math.sqrt(10)
@@ -91,8 +91,8 @@ def torch_lr_finder_suggestion(data, task: str, steps: int) -> float | str:
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
-    trainer = Trainer(recipe_for(task, 1e-7, 0, steps), out=tempfile.mkdtemp(prefix="bench-lrf-"), quiet=True, data=data)
-    batches = trainer_batches(trainer, 100)
+    trainer = build(recipe_for(task, 1e-7, 0, steps), data=data)
+    batches = parts_batches(trainer, 100)
     x, y = torch.cat([b[0] for b in batches]), torch.cat([b[1] for b in batches])
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=trainer.batch_size, shuffle=False)
     smoothing = trainer.recipe.loss.label_smoothing
@@ -111,8 +111,7 @@ def run_task(data, task: str, seeds: int, steps: int, known: dict[float, float] 
     t0 = time.perf_counter()
     low = TASKS[task][2]
     grid = [10 ** low * SQRT10 ** i for i in range(GRID_POINTS)]
-    finder = trainer_range_test(Trainer(recipe_for(task, 1e-7, 0, steps), out=tempfile.mkdtemp(prefix="bench-lrf-"), quiet=True,
-                                        data=data), start_lr=1e-7, end_lr=10, num_iter=100)
+    finder = parts_range_test(build(recipe_for(task, 1e-7, 0, steps), data=data), start_lr=1e-7, end_lr=10, num_iter=100)
     picks: dict[str, float | str] = {rule: finder.suggestion(rule).lr for rule in RULES}
     with contextlib.redirect_stdout(io.StringIO()):  # torch-lr-finder prints its progress and pick
         picks["torch-lr-finder"] = torch_lr_finder_suggestion(data, task, steps)

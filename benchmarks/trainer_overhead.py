@@ -45,7 +45,7 @@ def main() -> None:
     model, sched = hand.model, hand.schedule
     opt = torch.optim.SGD([{"params": g["params"], "weight_decay": g["weight_decay"]} for g in hand.optimizer.param_groups],
                           lr=0.1, momentum=0.9, nesterov=True)
-    mean, std = hand.mean, hand.std
+    mean, std = hand.inputs.mean, hand.inputs.std
     gen = torch.Generator().manual_seed(0)
 
     def hand_epoch():

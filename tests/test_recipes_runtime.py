@@ -5,7 +5,8 @@ import torch
 from torch import nn
 
 from trickbag.recipes import RecipeError, available, load
-from trickbag.train import resolve_runtime, resolve_schedule, steps_from_units
+from trickbag.recipes.parts import resolve_schedule, steps_from_units
+from trickbag.train import resolve_runtime
 
 
 def test_every_shipped_recipe_loads_and_validates():
@@ -21,12 +22,12 @@ def test_every_shipped_recipe_loads_and_validates():
     [
         ("optim.lrr=0.1", "recipe key 'optim.lrr' is unknown (did you mean 'optim.lr'?)"),
         ("trian.epochs=3", "recipe key 'trian' is unknown (did you mean 'train'?)"),
-        ("optim.lr=fast", "recipe key 'optim.lr' must be float, got 'fast'"),
-        ("train.epochs=2.5", "recipe key 'train.epochs' must be int"),
+        ("optim.lr=fast", "recipe key 'optim.lr' must be a number, got 'fast'"),
+        ("train.epochs=2.5", "recipe key 'train.epochs' must be an integer"),
         ("train.epochs=0", "train.epochs must be > 0"),
         ("optim.momentum=1.5", "optim.momentum must be in [0.0, 1.0)"),
         ("train.precision=fp8", "did you mean 'fp32'"),
-        ("data.augment=flip", "recipe key 'data.augment' must be list"),
+        ("data.augment=flip", "recipe key 'data.augment' must be a list"),
         ("optim.lr", "--set takes key=value"),
     ],
 )

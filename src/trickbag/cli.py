@@ -1,16 +1,18 @@
 """The ``trickbag`` command line: thin commands over the library modules.
 
-Every command that reports takes ``--json`` and then prints exactly one JSON object
-on stdout. Bad input ends with ``error: ...`` on stderr and exit status 2.
+Every command that reports takes ``--json`` and then prints exactly one strict JSON
+object on stdout (non-finite numbers as ``null``). Bad input ends with ``error: ...`` on
+stderr and exit status 2; a run that fails (diverged, disk full) exits 1; Ctrl-C 130.
+Each command parses, calls one library function and prints: the logic lives in the
+modules.
 """
 
 from __future__ import annotations
 
-import json
-import math
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
@@ -29,32 +31,41 @@ ParamOpt = Annotated[list[str] | None, typer.Option("--param", "-p", help="key=v
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
 
 
-def _fail(message: str) -> NoReturn:
+def _fail(message: str, code: int = 2) -> NoReturn:
     typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(2)
+    raise typer.Exit(code)
 
 
 @contextmanager
 def _user_errors() -> Iterator[None]:
-    """User errors (bad names, parameters, ranges, missing data) raised inside become one clean line."""
+    """User errors (bad names, parameters, ranges, YAML, missing data, refused run
+    directories) raised inside become one clean line."""
     from trickbag.registry import UnknownNameError
+    from trickbag.train.errors import TrainingError
 
     try:
         yield
-    except (ValueError, TypeError, UnknownNameError, FileNotFoundError) as exc:
+    except TrainingError as exc:
+        _fail(str(exc), exc.exit_code)
+    except (ValueError, TypeError, UnknownNameError, FileNotFoundError, NotADirectoryError, IsADirectoryError) as exc:
         _fail(str(exc))
 
 
 def _print_json(obj: dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(obj, default=_jsonable) + "\n")
+    from trickbag._json import dumps
+
+    sys.stdout.write(dumps(obj) + "\n")
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if isinstance(value, tuple):
-        return list(value)
-    return str(value)
+def _build_parts(recipe: str, overrides: list[str] | None, data_dir: str | None = None):
+    """``recipes.build`` of a recipe name or file with ``--set`` overrides (and ``--data-dir``)."""
+    from trickbag.recipes import build, load, override
+
+    with _user_errors():
+        loaded = load(recipe, list(overrides or []))
+        if data_dir:
+            loaded = override(loaded, {"data.data_dir": data_dir})
+        return build(loaded)
 
 
 def _console():
@@ -88,15 +99,21 @@ def schedule_cmd(
 ) -> None:
     """Print (and plot) the values of any schedule over STEPS steps."""
     from trickbag._params import parse_params
+    from trickbag.report.plots import plot_path, plot_schedule
     from trickbag.schedules import SCHEDULES, evaluate
 
     if name == "join" or name == "scale":
         _fail(f"{name!r} combines other schedules; build it in Python (trickbag.schedules.{name})")
     with _user_errors():
+        plot = plot_path(plot, f"{name}.png") if plot else None
         builder = SCHEDULES.get(name)
         sched = builder(**parse_params(builder, param or [], what=f"schedule {name!r}"))
-    values = evaluate(sched, steps)
-    path = _plot_schedule(values, plot, repr(sched), log_y) if plot else None
+    try:
+        values = evaluate(sched, steps)
+    except OverflowError:
+        _fail(f"schedule {name!r} overflows the float range within {steps} steps ({sched!r}); use smaller parameters "
+              "(e.g. a decay_rate nearer 1) or fewer --steps")
+    path = plot_schedule(values, plot, title=repr(sched), log_y=log_y) if plot else None
     if as_json:
         _print_json(
             {
@@ -128,12 +145,6 @@ def schedule_cmd(
         console.print(f"plot written to {path}")
 
 
-def _plot_schedule(values: list[float], path: str, title: str, log_y: bool) -> str:
-    from trickbag.report.plots import plot_schedule
-
-    return plot_schedule(values, path, title=title, log_y=log_y)
-
-
 @app.command("schedules")
 def schedules_cmd(as_json: JsonOpt = False) -> None:
     """List the schedule names with their parameters."""
@@ -155,12 +166,6 @@ def schedules_cmd(as_json: JsonOpt = False) -> None:
     for name, row in rows.items():
         table.add_row(name, ", ".join(row["parameters"]), row["summary"])
     _console().print(table)
-
-
-def _parse_init_spec(spec: str) -> tuple[str, list[str]]:
-    """``name`` or ``name:k=v,k=v`` -> (name, ["k=v", ...])."""
-    name, _, rest = spec.partition(":")
-    return name.strip(), [p for p in rest.split(",") if p.strip()]
 
 
 DEFAULT_INITS = ["random_normal:stddev=0.01", "glorot_normal", "he_normal", "lsuv"]
@@ -187,84 +192,35 @@ def inspect_init_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Per-layer weight statistics and the signal through depth of a model under one or more inits."""
-    import torch
-
-    from trickbag._params import parse_params
-    from trickbag.init import INITIALIZERS, apply_init, inspect_init
-    from trickbag.init.lsuv import lsuv
+    from trickbag.init import compare_inits
     from trickbag.models import MODELS
+    from trickbag.report.plots import plot_init, plot_path
 
-    specs = init or DEFAULT_INITS
     with _user_errors():
+        plot = plot_path(plot, "init.png") if plot else None
         builder = MODELS.get(model)
-    net_params = {"depth": depth, "width": width, "activation": activation}
-    # Inputs: standard-normal "standardized data", drawn with a seed distinct from the init's.
-    gen = torch.Generator().manual_seed(seed + 1_000_003)
-    shape = (batch_size, 784) if model == "plain_mlp" else (batch_size, 1, 28, 28)
-    batch = torch.randn(shape, generator=gen)
-    results: dict[str, Any] = {}
-    for spec in specs:
-        name, pairs = _parse_init_spec(spec)
-        with _user_errors():
-            target = lsuv if name == "lsuv" else INITIALIZERS.get(name)
-            skip = ("tensor", "generator", "model", "batch", "seed")
-            params = parse_params(target, pairs, skip=skip, what=f"init {name!r}")
-            net = builder(**net_params)
-            lsuv_report = apply_init(net, name, batch, seed=seed, **params)
-        layers = inspect_init(net, batch)
-        label = name + (f"({', '.join(pairs)})" if pairs else "")
-        results[label] = {"layers": layers, "lsuv": lsuv_report, "verdict": _verdict(layers)}
-    path = None
-    if plot:
-        from trickbag.report.plots import plot_init
-
-        title = f"{model} depth={depth} width={width} {activation}"
-        path = plot_init({k: v["layers"] for k, v in results.items()}, plot, title)
+        net_params = {"depth": depth, "width": width, "activation": activation}
+        builder(**net_params)  # bad parameters fail here, before any init runs
+        reports = compare_inits(lambda: builder(**net_params), init or DEFAULT_INITS, seed=seed, batch_size=batch_size)
+    path = plot_init({r.label: r.layers for r in reports}, plot, f"{model} depth={depth} width={width} {activation}") if plot else None
     if as_json:
-        from dataclasses import asdict
-
-        _print_json(
-            {
-                "model": model,
-                "depth": depth,
-                "width": width,
-                "activation": activation,
-                "inits": {
-                    k: {
-                        "verdict": v["verdict"],
-                        "layers": [asdict(layer) for layer in v["layers"]],
-                        "lsuv": [asdict(x) for x in v["lsuv"]] if v["lsuv"] else None,
-                    }
-                    for k, v in results.items()
-                },
-                "plot": path,
-            }
-        )
+        _print_json({"model": model, "depth": depth, "width": width, "activation": activation,
+                     "inits": {r.label: r.to_dict() for r in reports}, "plot": path})
         return
-    _print_init_tables(results, path)
+    _print_init_tables(reports, path)
 
 
-def _verdict(layers) -> str:
-    """vanishing / exploding / healthy from the last layer's output std."""
-    last = layers[-1].act_std
-    if last < 1e-3:
-        return f"vanishing: output std {last:.2g} at layer {len(layers)}"
-    if last > 1e3:
-        return f"exploding: output std {last:.2g} at layer {len(layers)}"
-    return f"healthy: output std {last:.3g} at layer {len(layers)}"
-
-
-def _print_init_tables(results: dict[str, Any], path: str | None) -> None:
+def _print_init_tables(reports, path: str | None) -> None:
     from rich.table import Table
 
     console = _console()
-    for label, res in results.items():
-        table = Table(title=f"{label}: {res['verdict']}", title_justify="left")
+    for report in reports:
+        table = Table(title=f"{report.label}: {report.verdict}", title_justify="left")
         for col in ("layer", "name", "shape", "w mean", "w std", "out mean", "out std"):
             table.add_column(col, justify="right")
-        if res["lsuv"]:
+        if report.lsuv:
             table.add_column("lsuv iters", justify="right")
-        for i, layer in enumerate(res["layers"]):
+        for i, layer in enumerate(report.layers):
             row = [
                 str(i + 1),
                 layer.name,
@@ -274,8 +230,8 @@ def _print_init_tables(results: dict[str, Any], path: str | None) -> None:
                 f"{layer.act_mean:+.2e}",
                 f"{layer.act_std:.3e}",
             ]
-            if res["lsuv"]:
-                row.append(str(res["lsuv"][i].iterations))
+            if report.lsuv:
+                row.append(str(report.lsuv[i].iterations))
             table.add_row(*row)
         console.print(table)
     if path:
@@ -305,91 +261,79 @@ def train_cmd(
     set_: Annotated[list[str] | None, typer.Option("--set", "-s", help="Override a recipe key: a.b=value; repeat.")] = None,
     out: Annotated[str | None, typer.Option(help="Run directory (default runs/<data>-<model>-<time>).")] = None,
     resume: Annotated[bool, typer.Option(help="Continue the run in --out from its newest checkpoint (bit-exact).")] = False,
-    data_dir: Annotated[str | None, typer.Option(help="Folder holding the data set's files (looked at first).")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace the run already in --out (without it, that is refused).")] = False,
+    data_dir: Annotated[str | None, typer.Option(help="Folder holding the data set's files (the only place looked at when given).")] = None,
     quiet: Annotated[bool, typer.Option(help="No progress output.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Train a recipe; writes config.yaml, metrics.jsonl, checkpoints/, TensorBoard events and summary.json."""
-    from pathlib import Path
+    from trickbag.train import Trainer, TrainingError
 
-    from trickbag.recipes import load
-    from trickbag.train import NonFiniteLossError, Trainer
-
-    overrides = list(set_ or [])
-    if data_dir:
-        overrides.append(f"data.data_dir={data_dir}")
     if resume:
         if not out:
             _fail("--resume needs --out RUN_DIR (the run to continue)")
+        if overwrite:
+            _fail("--resume continues the run in --out and --overwrite replaces it: give one of them")
         saved = Path(out) / "config.yaml"
         if not saved.is_file():
             _fail(f"--resume: {saved} does not exist; nothing to resume")
         recipe = str(saved)
-    with _user_errors():  # DataUnavailableError is a FileNotFoundError, DataFormatError a ValueError
-        trainer = Trainer(load(recipe, overrides), out=out, quiet=quiet or as_json)
+    parts = _build_parts(recipe, set_, data_dir)
+    trainer = Trainer(parts, out=out, quiet=quiet or as_json)
     try:
-        summary = trainer.fit(resume=resume)
-    except NonFiniteLossError as exc:
-        _fail(str(exc))
+        summary = trainer.fit(resume=resume, overwrite=overwrite)
+    except TrainingError as exc:
+        if as_json and exc.summary is not None:
+            _print_json(exc.summary)
+        _fail(str(exc), exc.exit_code)
+    except KeyboardInterrupt:
+        _fail(f"interrupted twice: stopped at once; continue from the newest checkpoint with --resume --out {trainer.out}", 130)
     if as_json:
         _print_json(summary)
-        return
-    acc = summary.get("test_acc")
-    line = f"{summary['stopped']}: {summary['epochs']} epochs, {summary['train_time_s']:.0f}s training, {summary['images_per_s']:.0f} img/s"
-    if acc is not None:
-        line += f", test accuracy {acc:.4f}"
-    typer.echo(line)
-    typer.echo(f"run written to {summary['out']}")
-
-
-def _probe_trainer(recipe: str, overrides: list[str] | None, purpose: str):
-    """A ``Trainer`` for a recipe's model, optimizer and data, not for training (its run
-    directory is a temporary folder)."""
-    import tempfile
-
-    from trickbag.recipes import load
-    from trickbag.train import Trainer
-
-    with _user_errors():
-        return Trainer(load(recipe, list(overrides or [])), out=tempfile.mkdtemp(prefix=f"trickbag-{purpose}-"), quiet=True)
+    else:
+        acc = summary.get("test_acc")
+        line = f"{summary['stopped']}: {summary['epochs']} epochs, {summary['train_time_s']:.0f}s training, {summary['images_per_s']:.0f} img/s"
+        if acc is not None:
+            line += f", test accuracy {acc:.4f}"
+        typer.echo(line)
+        typer.echo(f"run written to {summary['out']}")
+    if summary["stopped"].startswith("interrupted"):
+        raise typer.Exit(130)
 
 
 @app.command("find-lr")
 def find_lr_cmd(
     recipe: Annotated[str, typer.Option(help="Recipe name or YAML file: its model, optimizer, data and loss.")] = "fashion-mnist",
     set_: Annotated[list[str] | None, typer.Option("--set", "-s", help="Override a recipe key: a.b=value; repeat.")] = None,
-    rule: Annotated[str, typer.Option(help="fall (default: closest to the best lr in benchmarks/lr_finder.py), valley, steepest, minimum or consensus.")] = "fall",
+    rule: Annotated[str, typer.Option(help="fall (default: closest to the best lr in benchmarks/lr_finder.py), valley, steepest, minimum (/10) or consensus.")] = "fall",
     start_lr: Annotated[float, typer.Option(help="Sweep start.")] = 1e-7,
     end_lr: Annotated[float, typer.Option(help="Sweep end.")] = 10.0,
     num_iter: Annotated[int, typer.Option(help="Optimizer updates in the sweep.", min=3)] = 100,
-    plot: Annotated[str | None, typer.Option(help="Write loss vs lr with the suggestions marked (PNG).")] = None,
+    plot: Annotated[str | None, typer.Option(help="Write loss vs lr with the suggestions marked (.png/.pdf/.svg, or a folder).")] = None,
     apply: Annotated[str | None, typer.Option(help="Write the recipe with optim.lr set to the suggestion to this YAML file.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """LR range test on a recipe's model and data; prints every rule's suggestion with its reason."""
     from dataclasses import asdict
 
-    import yaml
-
-    from trickbag.find import trainer_range_test
-    from trickbag.find.rules import RULES
-    from trickbag.recipes import to_dict
+    from trickbag.find import RULES, parts_range_test
+    from trickbag.recipes import override, save
+    from trickbag.report.plots import plot_path
 
     if rule not in RULES:
         _fail(f"--rule must be one of {', '.join(RULES)}, got {rule!r}")
-    trainer = _probe_trainer(recipe, set_, "find")
-    r = trainer.recipe
+    with _user_errors():  # every argument is checked before the sweep runs
+        plot = plot_path(plot, "lr_finder.png") if plot else None
+        if apply and not Path(apply).resolve().parent.is_dir():
+            raise ValueError(f"--apply {apply}: folder {Path(apply).resolve().parent} does not exist")
+    parts = _build_parts(recipe, set_)
     with _user_errors():
-        result = trainer_range_test(trainer, start_lr=start_lr, end_lr=end_lr, num_iter=num_iter)
+        result = parts_range_test(parts, start_lr=start_lr, end_lr=end_lr, num_iter=num_iter)
         suggestions = result.suggestions()
-    chosen = suggestions["minimum" if rule == "minimum/10" else rule]
-    path = result.plot(plot) if plot else None
-    if apply:
-        config = to_dict(r)
-        config["optim"]["lr"] = float(chosen.lr)
-        config["optim"]["base_batch_size"] = 0
-        with open(apply, "w") as f:
-            yaml.safe_dump(config, f, sort_keys=False)
+        chosen = result.suggestion(rule)
+        path = result.plot(plot) if plot else None
+        if apply:
+            save(override(parts.recipe, {"optim.lr": float(chosen.lr), "optim.base_batch_size": 0}), apply)
     if as_json:
         _print_json({"recipe": recipe, "rule": rule, "lr": chosen.lr, "suggestions": {k: asdict(v) for k, v in suggestions.items()},
                      "stopped": result.stopped, "lrs": result.lrs, "losses": result.losses, "plot": path, "applied": apply})
@@ -417,27 +361,22 @@ def check_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Gradient check (float64, finite differences) and overfit-one-batch on a recipe's model."""
-    from dataclasses import asdict
+    from trickbag.check import check_parts
 
-    from trickbag.check import gradient_check, overfit_batch
-
-    trainer = _probe_trainer(recipe, set_, "check")
-    x = trainer.prepare(trainer.data.train_x[:batch], train=False).contiguous()
-    y = trainer.data.train_y[:batch].to(trainer.device)
-    grads = gradient_check(trainer.model, x, y)
-    overfit = overfit_batch(trainer.model, x, y, steps=steps)
-    ok = all(layer.passed for layer in grads) and overfit.passed
+    parts = _build_parts(recipe, set_)
+    with _user_errors():
+        result = check_parts(parts, batch=batch, steps=steps)
     if as_json:
-        _print_json({"recipe": recipe, "passed": ok, "gradient_check": [asdict(layer) for layer in grads],
-                     "overfit": {k: v for k, v in asdict(overfit).items() if k != "losses"}})
+        _print_json({"recipe": recipe, **result.to_dict()})
         return
     from rich.table import Table
 
     table = Table("parameter", "entries", "max relative error", "ok")
-    for layer in grads:
+    for layer in result.gradients:
         table.add_row(layer.name, str(layer.checked), f"{layer.max_rel_error:.2e}", "yes" if layer.passed else "NO")
     console = _console()
     console.print(table)
+    overfit = result.overfit
     verdict = "passed" if overfit.passed else "FAILED"
     console.print(f"overfit one batch of {batch}: {verdict} — loss {overfit.initial_loss:.3f} -> {overfit.final_loss:.3f} "
                   f"in {overfit.steps} steps, batch accuracy {overfit.accuracy:.2f}")
@@ -457,9 +396,7 @@ def doctor_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Diagnose training: findings (severity, evidence, prescription) from a run's logs or a short probe."""
-    from pathlib import Path
-
-    from trickbag.doctor import SEVERITIES, diagnose, probe, read_run, write_report
+    from trickbag.doctor import SEVERITIES, diagnose, probe, read_outcome, read_run, write_report
     from trickbag.recipes import load
 
     if (run_dir is None) == (recipe is None):
@@ -471,12 +408,13 @@ def doctor_cmd(
     with _user_errors():
         if run_dir is not None:
             records, epochs, notes = read_run(run_dir)
+            outcome = read_outcome(run_dir)
             folder = Path(run_dir)
         else:
             result = probe(load(recipe, list(set_ or [])), steps=steps, every=every, quiet=as_json)
-            records, epochs, folder = result.records, result.epochs, result.out
+            records, epochs, folder, outcome = result.records, result.epochs, result.out, result.summary
             notes.append(f"probe of {recipe}: {result.summary['steps']} steps ({result.summary['stopped']}), run in {folder}")
-    findings = diagnose(records, epochs)
+    findings = diagnose(records, epochs, outcome=outcome)
     path = write_report(findings, records, epochs, Path(report) if report else folder / "doctor", notes=notes)
     failed = fail_on is not None and any(SEVERITIES.index(f.severity) >= SEVERITIES.index(fail_on) for f in findings)
     if as_json:

@@ -9,14 +9,20 @@ on validation, report test once at the end); ``val_size=0`` trains on all of it.
 * ``cifar10`` / ``cifar100``: the official *binary* version (never the pickled Python
   version: unpickling a downloaded file can run code), 50k/10k, 3x32x32.
 * ``synthetic``: small generated class-conditional images (offline tests, demos).
+
+Each loader reports where its files were read from (``ImageData.source``, also in
+``summary()`` and so in a run's ``summary.json``): with several places a data set may come
+from (``--data-dir``, ``$TRICKBAG_DATA``, the cache, ``/usr/share/datasets``), a result
+should say which copy it was trained on.
 """
 
 from __future__ import annotations
 
 import os
 import tarfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
@@ -25,9 +31,10 @@ from trickbag.data.idx import DataFormatError, read_idx
 from trickbag.data.sources import find_files
 from trickbag.registry import Registry
 
-__all__ = ["ImageData", "DATASETS", "load_dataset", "FASHION_MNIST_CLASSES", "read_cifar_binary", "to_unit"]
+__all__ = ["ImageData", "Loaded", "DATASETS", "load_dataset", "FASHION_MNIST_CLASSES", "read_cifar_binary", "to_unit"]
 
-DATASETS: Registry[Callable[..., tuple]] = Registry("dataset")
+# A loader returns ``Loaded`` (or, for loaders registered elsewhere, a plain six-tuple).
+DATASETS: Registry[Callable[..., Loaded | tuple]] = Registry("dataset")
 
 FASHION_MNIST_CLASSES = (
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
@@ -40,9 +47,35 @@ def to_unit(images: torch.Tensor, log1p: bool = False) -> torch.Tensor:
     return x.log1p_() if log1p else x
 
 
+@dataclass(frozen=True)
+class Loaded:
+    """What a ``DATASETS`` loader returns: both splits, the classes, and where they came from.
+
+    Iterating yields the six values loaders have always returned,
+    ``(train_x, train_y, test_x, test_y, num_classes, classes)``, so code that unpacks a
+    loader's result keeps working; ``source`` is a field rather than a seventh value for
+    that reason.
+    """
+
+    train_x: torch.Tensor  # (N, C, H, W) uint8
+    train_y: torch.Tensor  # (N,) int64
+    test_x: torch.Tensor  # (M, C, H, W) uint8
+    test_y: torch.Tensor  # (M,) int64
+    num_classes: int
+    classes: tuple[str, ...] = ()
+    source: str = ""  # folder the files were read from, or "generated"
+
+    def __iter__(self) -> Iterator:
+        return iter((self.train_x, self.train_y, self.test_x, self.test_y, self.num_classes, self.classes))
+
+
 @dataclass
 class ImageData:
-    """Splits as uint8 images ``(N, C, H, W)`` and int64 labels ``(N,)``."""
+    """Splits as uint8 images ``(N, C, H, W)`` and int64 labels ``(N,)``.
+
+    ``source`` is the folder the files were read from (``"generated"`` for ``synthetic``,
+    ``""`` when the loader did not say), so a result can name the copy it was trained on.
+    """
 
     name: str
     train_x: torch.Tensor
@@ -53,6 +86,7 @@ class ImageData:
     test_y: torch.Tensor
     num_classes: int
     classes: tuple[str, ...] = field(default=())
+    source: str = ""  # folder the files were read from, "generated", or "" (unknown)
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -65,8 +99,9 @@ class ImageData:
         return x.mean(dim=(0, 2, 3)), x.std(dim=(0, 2, 3))
 
     def summary(self) -> dict:
+        """Sizes, shape, class count and ``source``: what a run records about its data."""
         return {"dataset": self.name, "train": len(self.train_y), "val": len(self.val_y), "test": len(self.test_y),
-                "shape": list(self.shape), "classes": self.num_classes}
+                "shape": list(self.shape), "classes": self.num_classes, "source": self.source}
 
 
 # --- Fashion-MNIST -------------------------------------------------------------------
@@ -86,8 +121,14 @@ _FMNIST_HOW_TO = (
 )
 
 
+def _folder_of(paths: dict[str, Path]) -> str:
+    """The folder ``find_files`` took ``paths`` from: it returns one folder's files, never a mix."""
+    name, path = next(iter(paths.items()))
+    return str(path.parents[len(Path(name).parts) - 1])  # strip the name, which may hold "/"
+
+
 @DATASETS.register("fashion-mnist", "fashion_mnist")
-def _fashion_mnist(data_dir: str | os.PathLike | None = None, download: bool = True):
+def _fashion_mnist(data_dir: str | os.PathLike | None = None, download: bool = True) -> Loaded:
     paths = find_files(
         "fashion-mnist", list(_FMNIST_MD5), data_dir,
         urls={f: _FMNIST_URL + f for f in _FMNIST_MD5}, md5=_FMNIST_MD5, download_ok=download, how_to=_FMNIST_HOW_TO,
@@ -99,7 +140,8 @@ def _fashion_mnist(data_dir: str | os.PathLike | None = None, download: bool = T
     for path, y in ((paths["train-labels-idx1-ubyte.gz"], train_y), (paths["t10k-labels-idx1-ubyte.gz"], test_y)):
         if int(y.max()) > 9:
             raise DataFormatError(f"{path}: label {int(y.max())} is out of range 0..9")
-    return train_x.unsqueeze(1), train_y.long(), test_x.unsqueeze(1), test_y.long(), 10, FASHION_MNIST_CLASSES
+    return Loaded(train_x.unsqueeze(1), train_y.long(), test_x.unsqueeze(1), test_y.long(), 10, FASHION_MNIST_CLASSES,
+                  source=_folder_of(paths))
 
 
 # --- CIFAR (binary version) ----------------------------------------------------------
@@ -136,7 +178,7 @@ def read_cifar_binary(data: bytes, label_bytes: int, source: str = "<bytes>") ->
     return raw[:, label_bytes:].reshape(-1, 3, 32, 32).clone(), labels
 
 
-def _cifar(name: str, data_dir, download: bool):
+def _cifar(name: str, data_dir: str | os.PathLike | None, download: bool) -> Loaded:
     spec = _CIFAR[name]
     how_to = f"Get {name} by downloading {spec['url']} (binary version) into ~/.cache/trickbag/{name}, or pass --data-dir."
     paths = find_files(name, [spec["archive"]], data_dir, urls={spec["archive"]: spec["url"]},
@@ -158,7 +200,7 @@ def _cifar(name: str, data_dir, download: bool):
     cat = {s: (torch.cat([p[0] for p in v]), torch.cat([p[1] for p in v])) for s, v in parts.items()}
     if int(cat["train"][1].max()) >= spec["classes"]:
         raise DataFormatError(f"{archive}: label out of range for {name}")
-    return (*cat["train"], *cat["test"], spec["classes"], ())
+    return Loaded(*cat["train"], *cat["test"], spec["classes"], (), source=_folder_of(paths))
 
 
 DATASETS.register("cifar10")(lambda data_dir=None, download=True: _cifar("cifar10", data_dir, download))
@@ -166,7 +208,7 @@ DATASETS.register("cifar100")(lambda data_dir=None, download=True: _cifar("cifar
 
 
 @DATASETS.register("synthetic")
-def _synthetic(data_dir=None, download=True, n_train: int = 2000, n_test: int = 500, size: int = 28, channels: int = 1, classes: int = 10):
+def _synthetic(data_dir=None, download=True, n_train: int = 2000, n_test: int = 500, size: int = 28, channels: int = 1, classes: int = 10) -> Loaded:
     """Class-conditional images: each class is a fixed random template plus noise (learnable, offline)."""
     g = torch.Generator().manual_seed(1234)
     templates = torch.rand(classes, channels, size, size, generator=g)
@@ -176,19 +218,27 @@ def _synthetic(data_dir=None, download=True, n_train: int = 2000, n_test: int = 
         x = templates[y] * 0.6 + torch.rand(n, channels, size, size, generator=g) * 0.4
         return (x * 255).to(torch.uint8), y
 
-    return (*make(n_train), *make(n_test), classes, tuple(str(i) for i in range(classes)))
+    return Loaded(*make(n_train), *make(n_test), classes, tuple(str(i) for i in range(classes)), source="generated")
 
 
 def load_dataset(
     name: str, data_dir: str | os.PathLike | None = None, val_size: int = 5000, seed: int = 0, download: bool = True
 ) -> ImageData:
-    """Load ``name`` and carve a seeded validation split of ``val_size`` from train."""
-    train_x, train_y, test_x, test_y, num_classes, classes = DATASETS.get(name)(data_dir=data_dir, download=download)
+    """Load ``name`` and carve a seeded validation split of ``val_size`` from train.
+
+    ``data_dir`` (``--data-dir``) is the only place looked at when given: a folder that lacks
+    the files raises ``DataUnavailableError`` naming it (no fallback, no download).
+    """
+    loaded = DATASETS.get(name)(data_dir=data_dir, download=download)
+    # Loaders registered outside this module may still return a plain six-tuple: source unknown.
+    source = loaded.source if isinstance(loaded, Loaded) else ""
+    train_x, train_y, test_x, test_y, num_classes, classes = loaded
     val_size = int(check_nonnegative("val_size", val_size))
     if val_size >= len(train_y):
         raise ValueError(f"val_size must be < the {len(train_y)} training examples, got {val_size}")
     order = torch.randperm(len(train_y), generator=torch.Generator().manual_seed(seed))
     val, train = order[:val_size], order[val_size:]
-    return ImageData(name, train_x[train], train_y[train], train_x[val], train_y[val], test_x, test_y, num_classes, classes)
+    return ImageData(name, train_x[train], train_y[train], train_x[val], train_y[val], test_x, test_y, num_classes, classes,
+                     source=source)
 
 

@@ -7,7 +7,7 @@ torch when first used.
 
 from typing import Any
 
-from trickbag.doctor.report import read_run, write_report
+from trickbag.doctor.report import read_outcome, read_run, write_report
 from trickbag.doctor.rules import (
     SEVERITIES,
     Finding,
@@ -16,7 +16,7 @@ from trickbag.doctor.rules import (
     worst_severity,
 )
 
-__all__ = ["DoctorMonitor", "probe", "ProbeResult", "read_run", "write_report", "diagnose", "Finding", "Thresholds",
+__all__ = ["DoctorMonitor", "probe", "ProbeResult", "read_run", "read_outcome", "write_report", "diagnose", "Finding", "Thresholds",
            "SEVERITIES", "worst_severity"]
 
 _LAZY = {"DoctorMonitor": "trickbag.doctor.monitor", "probe": "trickbag.doctor.probe_run", "ProbeResult": "trickbag.doctor.probe_run"}

@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from trickbag._checks import check_positive
+from trickbag._json import append_jsonl
 from trickbag.train.callbacks import Callback
 
 __all__ = ["DoctorMonitor", "ACTIVATIONS", "WEIGHTED"]
@@ -221,9 +222,4 @@ class DoctorMonitor(Callback):
         self.records.append(record)
         if self.write and self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.path, "a") as f:
-                f.write(json.dumps(record, default=_json_number) + "\n")
-
-
-def _json_number(value: Any) -> Any:
-    return str(value)
+            append_jsonl(self.path, record)

@@ -45,7 +45,7 @@ def probe(recipe: Recipe, steps: int = 300, every: int = 10, out: str | Path | N
     A run that diverges ends early (before the trainer's ``nan_patience`` would raise), and
     its records say so.
     """
-    from trickbag.train import Trainer
+    from trickbag.train import DivergedError, Trainer
 
     check_positive("steps", steps)
     check_positive("every", every)
@@ -54,8 +54,11 @@ def probe(recipe: Recipe, steps: int = 300, every: int = 10, out: str | Path | N
     recipe = dataclasses.replace(recipe, train=train)
     out = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="trickbag-doctor-"))
     monitor = DoctorMonitor(every, out / "doctor.jsonl")
-    trainer = Trainer(recipe, out=out, quiet=quiet, data=data, callbacks=[monitor, _StopAt(steps)])
-    summary = trainer.fit()
+    trainer = Trainer(recipe, out=out, quiet=quiet, data=data, callbacks=[monitor, _StopAt(steps)], tensorboard=False)
+    try:
+        summary = trainer.fit()
+    except DivergedError as exc:  # a probe of a diverging recipe is a finding, not a failure
+        summary = exc.summary or {"steps": trainer.step, "stopped": f"diverged: {exc}"}
     epochs = list(monitor.epochs)
     if len(trainer.data.val_y) and trainer.batch_in_epoch:  # stopped inside an epoch: measure its part too
         val = trainer.evaluate(trainer.data.val_x, trainer.data.val_y)

@@ -10,7 +10,7 @@ from typing import Any
 
 from trickbag.doctor.rules import Finding, Thresholds
 
-__all__ = ["read_run", "write_report", "NO_MONITOR_NOTE"]
+__all__ = ["read_run", "read_outcome", "write_report", "NO_MONITOR_NOTE"]
 
 NO_MONITOR_NOTE = ("this run has no doctor.jsonl (it was trained without train.doctor_every), so only the epoch-level "
                    "rules ran; train with --set train.doctor_every=50 for per-layer monitors")
@@ -41,6 +41,19 @@ def read_run(run_dir: str | Path) -> tuple[list[dict[str, Any]], list[dict[str, 
     records = _read_jsonl(doctor) if doctor.is_file() else []
     epochs = _read_jsonl(metrics) if metrics.is_file() else []
     return records, epochs, notes
+
+
+def read_outcome(run_dir: str | Path) -> dict[str, Any]:
+    """How the run ended: its ``summary.json`` (``stopped``, ``steps``, ...), or ``{}`` when it
+    has none yet (still running, or killed)."""
+    path = Path(run_dir) / "summary.json"
+    if not path.is_file():
+        return {}
+    try:
+        summary = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path} is not JSON ({exc.msg}); was the file cut off?") from None
+    return summary if isinstance(summary, dict) else {}
 
 
 def _cell(text: Any) -> str:

@@ -31,7 +31,8 @@ from typing import Any
 
 from trickbag._checks import check_positive, check_range
 
-__all__ = ["Finding", "Thresholds", "SEVERITIES", "RULES", "CAUSES", "SYMPTOMS", "diagnose", "worst_severity", "loss_series"]
+__all__ = ["Finding", "Thresholds", "SEVERITIES", "RULES", "CAUSES", "SYMPTOMS", "diagnose", "worst_severity", "loss_series",
+           "activation_explodes", "activation_vanishes"]
 
 SEVERITIES = ("info", "warning", "error")
 
@@ -96,6 +97,7 @@ class _Run:
     peak_lr: float = 0.0
     diverged: bool = False
     diverged_how: str = ""  # the evidence when diverged
+    outcome: dict[str, Any] = field(default_factory=dict)  # the run's summary.json (how it ended), when known
 
 
 def loss_series(records: Iterable[dict[str, Any]]) -> list[float]:
@@ -107,8 +109,9 @@ def _finite(values: Iterable[Any]) -> list[float]:
     return [float(v) for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
 
 
-def _prepare(records: Sequence[dict[str, Any]], epochs: Sequence[dict[str, Any]], t: Thresholds) -> _Run:
-    run = _Run(list(records), list(epochs), loss_series(records))
+def _prepare(records: Sequence[dict[str, Any]], epochs: Sequence[dict[str, Any]], t: Thresholds,
+             outcome: dict[str, Any] | None = None) -> _Run:
+    run = _Run(list(records), list(epochs), loss_series(records), outcome=dict(outcome or {}))
     run.diverged, run.diverged_how = _diverged(run.losses, t)
     run.monitored = [r for r in run.records if "params" in r]
     lrs = _finite(r.get("lr") for r in run.monitored)
@@ -177,9 +180,22 @@ def _diverged(losses: Sequence[float], t: Thresholds) -> tuple[bool, str]:
     return False, ""
 
 
+def activation_explodes(std: float, t: Thresholds | None = None) -> bool:
+    """An activation std that is non-finite or above ``act_explode`` (the one definition of
+    "exploding", shared with ``trickbag.init.InitReport.verdict``)."""
+    t = t or Thresholds()
+    return not math.isfinite(std) or std > t.act_explode
+
+
+def activation_vanishes(std: float, first_std: float, t: Thresholds | None = None) -> bool:
+    """An activation std below ``act_vanish`` and 100x below the first layer's."""
+    t = t or Thresholds()
+    return math.isfinite(std) and math.isfinite(first_std) and std < t.act_vanish and std < first_std / 100
+
+
 def _explodes(act: dict[str, Any], t: Thresholds) -> bool:
     """An activation record that is non-finite or whose std is above ``act_explode``."""
-    return not act.get("finite", True) or not math.isfinite(act["std"]) or act["std"] > t.act_explode
+    return not act.get("finite", True) or activation_explodes(act["std"], t)
 
 
 def _exploding_at_init(run: _Run, t: Thresholds) -> bool:
@@ -250,7 +266,7 @@ def rule_activations(run: _Run, t: Thresholds) -> list[Finding]:
         top = acts[0][1]["std"]
         for name, a in acts[1:]:
             dead = a.get("dead", 0.0) >= t.dead_warn  # zero because its units are dead: rule_dead_units
-            if not dead and _finite([a["std"], top]) and a["std"] < t.act_vanish and a["std"] < top / 100:
+            if not dead and activation_vanishes(a["std"], top, t):
                 layer = a.get("after") or name
                 findings.append(Finding(
                     "activations_vanishing", "warning", "vanishing activations at initialization",
@@ -348,6 +364,19 @@ def rule_nonfinite(run: _Run, t: Thresholds) -> list[Finding]:
                     step=bad[0][0] if bad else None)]
 
 
+def rule_outcome(run: _Run, t: Thresholds) -> list[Finding]:
+    """The trainer stopped the run as diverged (a loss far above its start, or non-finite
+    losses or evaluations): an error even when no monitors were on."""
+    stopped = str(run.outcome.get("stopped", ""))
+    if not stopped.startswith("diverged"):
+        return []
+    return [Finding("diverged", "error", "training diverged and was stopped",
+                    f"{stopped.removeprefix('diverged: ')} (after {run.outcome.get('steps', '?')} steps)",
+                    "lower the lr 10x (--set optim.lr=...), add a warmup (schedule.params.warmup_steps=1ep) and gradient "
+                    "clipping (optim.clip_norm=5); train with train.doctor_every=10 to see which layer goes first",
+                    step=run.outcome.get("steps"))]
+
+
 def rule_loss_spikes(run: _Run, t: Thresholds) -> list[Finding]:
     losses = run.losses
     if len(losses) < t.min_steps or run.diverged:
@@ -414,17 +443,17 @@ def rule_generalization(run: _Run, t: Thresholds) -> list[Finding]:
 
 
 #: every rule, in report order
-RULES = [rule_nonfinite, rule_learning_rate, rule_activations, rule_dead_units, rule_gradients, rule_loss_spikes,
+RULES = [rule_outcome, rule_nonfinite, rule_learning_rate, rule_activations, rule_dead_units, rule_gradients, rule_loss_spikes,
          rule_plateau, rule_generalization]
 
 
 #: findings that name a cause; when one is present, the symptoms below become "info"
-CAUSES = ("non_finite", "lr_too_high", "lr_too_low", "activations_exploding", "dead_units", "no_gradient")
+CAUSES = ("diverged", "non_finite", "lr_too_high", "lr_too_low", "activations_exploding", "dead_units", "no_gradient")
 SYMPTOMS = ("plateau", "loss_spikes", "gradient_spikes", "activations_vanishing", "activations_growing", "units_dying")
 
 
 def diagnose(records: Sequence[dict[str, Any]], epochs: Sequence[dict[str, Any]] = (),
-             thresholds: Thresholds | None = None) -> list[Finding]:
+             thresholds: Thresholds | None = None, outcome: dict[str, Any] | None = None) -> list[Finding]:
     """All findings for a run, most severe first (stable within a severity).
 
     A symptom (plateau, spikes) seen together with a cause (lr too high or too low, bad
@@ -432,7 +461,7 @@ def diagnose(records: Sequence[dict[str, Any]], epochs: Sequence[dict[str, Any]]
     what to change.
     """
     t = thresholds or Thresholds()
-    run = _prepare(records, epochs, t)
+    run = _prepare(records, epochs, t, outcome)
     findings = [f for rule in RULES for f in rule(run, t)]
     causes = [f.title for f in findings if f.code in CAUSES and f.severity != "info"]
     if causes:

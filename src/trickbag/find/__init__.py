@@ -1,13 +1,13 @@
 """Find a learning rate: the LR range test with several suggestion rules and exact restore,
 and seed 002's descending trials."""
 
-from trickbag.find.range_test import (
+from trickbag.find.sweep import (
            LRFinderResult,
            descending_trials,
            lr_range_test,
-           saved_state,
-           trainer_batches,
-           trainer_range_test,
+           SavedState,
+           parts_batches,
+           parts_range_test,
 )
 from trickbag.find.rules import (
            DEFAULT_RULE,
@@ -21,5 +21,5 @@ from trickbag.find.rules import (
            valley,
 )
 
-__all__ = ["lr_range_test", "trainer_range_test", "trainer_batches", "descending_trials", "LRFinderResult", "saved_state", "Suggestion", "RULES", "DEFAULT_RULE", "fall", "suggest", "valley",
+__all__ = ["lr_range_test", "parts_range_test", "parts_batches", "descending_trials", "LRFinderResult", "SavedState", "Suggestion", "RULES", "DEFAULT_RULE", "fall", "suggest", "valley",
            "steepest", "minimum", "consensus"]

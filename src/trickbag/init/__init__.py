@@ -27,7 +27,7 @@ from trickbag.init.initializers import (
     variance_scaling,
     zeros,
 )
-from trickbag.init.inspect import InitReport, LayerStats, apply_init, inspect_init
+from trickbag.init.inspection import InitReport, LayerStats, apply_init, compare_inits, inspect_init, probe_batch
 from trickbag.init.lsuv import LSUVLayer, lsuv
 
 xavier_normal = glorot_normal
@@ -63,6 +63,8 @@ __all__ = [
     "LSUVLayer",
     "inspect_init",
     "apply_init",
+    "compare_inits",
+    "probe_batch",
     "InitReport",
     "LayerStats",
 ]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import inspect as _inspect
+import inspect
 from typing import Any
 
 import torch
@@ -42,7 +42,7 @@ def initialize(model: nn.Module, name: str = "he_normal", seed: int | None = Non
     init = INITIALIZERS.get(name)
     check_keywords(f"initializer {name!r}", init, params, skip=("tensor",))
     generator = torch.Generator().manual_seed(seed) if seed is not None else None
-    if "generator" in _inspect.signature(init).parameters:
+    if "generator" in inspect.signature(init).parameters:
         params = {**params, "generator": generator}
     done: list[str] = []
     for mod_name, module in model.named_modules():

@@ -11,12 +11,14 @@ works (keras#3608).
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
 
 from trickbag._checks import check_positive
+from trickbag.hooks import forward_hooks
 from trickbag.init.apply import WEIGHTED_LAYERS, initialize
 
 __all__ = ["lsuv", "LSUVLayer", "forward_order"]
@@ -44,16 +46,9 @@ def forward_order(model: nn.Module, batch, kinds: tuple[type, ...]) -> list[tupl
     """``(name, module)`` of the modules of ``kinds`` in the order the forward pass first runs them."""
     names = {id(m): n for n, m in model.named_modules()}
     order: dict[int, tuple[str, nn.Module]] = {}
-
-    def record(module, _inputs, _output):
-        order.setdefault(id(module), (names[id(module)], module))
-
-    handles = [m.register_forward_hook(record) for m in model.modules() if isinstance(m, kinds)]
-    try:
+    with forward_hooks([m for m in model.modules() if isinstance(m, kinds)],
+                       lambda m, _i, _o: order.setdefault(id(m), (names[id(m)], m))):
         model(batch)
-    finally:
-        for h in handles:
-            h.remove()
     return list(order.values())
 
 
@@ -65,13 +60,8 @@ def _run_until(model: nn.Module, batch, stop: nn.Module) -> torch.Tensor:
         captured.append(out.detach())
         raise _Stop
 
-    handle = stop.register_forward_hook(hook)
-    try:
+    with contextlib.suppress(_Stop), forward_hooks([stop], hook):
         model(batch)
-    except _Stop:
-        pass
-    finally:
-        handle.remove()
     if not captured:
         raise RuntimeError(f"layer {stop} did not run in the forward pass")
     return captured[0]

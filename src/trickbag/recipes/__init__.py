@@ -1,271 +1,40 @@
-"""Recipes: YAML files validated into dataclasses (``Recipe``), with ``--set`` overrides.
+"""Recipes: YAML presets validated into ``Recipe`` dataclasses (``config``), and
+``build(recipe) -> Parts`` (``parts``), the one path from a recipe to a run's objects.
 
-``load("fashion-mnist")`` reads a recipe shipped in this package (or a path to a YAML
-file); ``load(..., overrides=["optim.lr=0.2", "train.epochs=5"])`` applies overrides.
-Unknown keys get a did-you-mean error, wrong types and ranges name the key:
-``recipe key 'optim.lrr' is unknown (did you mean 'optim.lr'?)``.
-
-Schedule parameters may carry units (Composer's convention, so epochs and steps are
-never confused): ``"3ep"`` (epochs), ``"500ba"`` (optimizer steps), ``"0.25dur"``
-(fraction of the whole run); the trainer turns them into steps.
+``trickbag.recipes.config`` is torch-free; ``build`` and ``Parts`` (``recipes.parts``) import torch when
+first used, so reading, checking and transforming recipes stays light.
 """
 
-from __future__ import annotations
-
-import dataclasses
-import types
-import typing
-from dataclasses import dataclass, field
-from functools import partial
-from importlib import resources
-from pathlib import Path
 from typing import Any
 
-import yaml
-
-from trickbag._checks import (
-    check_choice,
-    check_nonnegative,
-    check_positive,
-    check_range,
-    did_you_mean,
+from trickbag.recipes.config import (
+           DataConfig,
+           LossConfig,
+           ModelConfig,
+           OptimConfig,
+           Recipe,
+           RecipeError,
+           ScheduleConfig,
+           TrainConfig,
+           apply_overrides,
+           available,
+           from_dict,
+           load,
+           override,
+           save,
+           to_dict,
 )
 
 __all__ = ["Recipe", "DataConfig", "ModelConfig", "OptimConfig", "ScheduleConfig", "LossConfig", "TrainConfig",
-           "load", "available", "RecipeError", "apply_overrides", "to_dict"]
+           "load", "save", "override", "available", "RecipeError", "apply_overrides", "to_dict", "from_dict",
+           "build", "Parts"]
+
+_BUILD_NAMES = ("build", "Parts", "build_model_for", "resolve_schedule", "steps_from_units")
 
 
-class RecipeError(ValueError):
-    """A recipe key is unknown, or its value has the wrong type or range."""
+def __getattr__(name: str) -> Any:
+    if name in _BUILD_NAMES:
+        from trickbag.recipes import parts as _parts
 
-
-@dataclass
-class DataConfig:
-    name: str = "fashion-mnist"  # trickbag.data.DATASETS name
-    data_dir: str | None = None  # looked at first; then $TRICKBAG_DATA, ~/.cache/trickbag, /usr/share/datasets
-    val_size: int = 5000  # examples held out of train for validation (0: none)
-    batch_size: int = 256  # examples per optimizer step
-    eval_batch_size: int = 1000  # examples per evaluation forward pass
-    standardize: bool = True  # per-channel zero mean / unit variance from the training split (seed 001)
-    log1p: bool = False  # log(1 + x) before standardizing (seed 001, for heavy-tailed inputs)
-    augment: list[dict] = field(default_factory=list)  # [{name: flip}, {name: pad_crop, pad: 2}, ...]
-    train_subset: int = 0  # use only the first N training examples (0: all); for quick checks
-
-
-@dataclass
-class ModelConfig:
-    name: str = "small_cnn"  # trickbag.models.MODELS name
-    params: dict = field(default_factory=dict)  # builder keyword arguments
-    init: str | None = None  # trickbag.init initializer applied to conv/linear weights (None: model default)
-    init_params: dict = field(default_factory=dict)
-    zero_gamma: bool = False  # last BN gamma of each residual block = 0 (Bag of Tricks 3.2)
-
-
-@dataclass
-class OptimConfig:
-    name: str = "nesterov"  # sgd | nesterov | adam | adamw
-    lr: float = 0.1  # peak learning rate (per base_batch_size examples if that is set)
-    base_batch_size: int = 0  # >0: linear scaling rule, lr * batch_size / base_batch_size
-    momentum: float = 0.9
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    weight_decay: float = 5e-4
-    no_bias_decay: bool = True  # biases and norm parameters get no weight decay (Bag of Tricks 3.1)
-    clip_norm: float = 0.0  # >0: clip the global gradient norm (seed 001: 15; 5 for LSTMs)
-    clip_value: float = 0.0  # >0: clip each gradient element
-
-
-@dataclass
-class ScheduleConfig:
-    name: str = "cosine"  # trickbag.schedules name
-    params: dict = field(default_factory=lambda: {"total_steps": "1dur", "warmup_steps": "1ep"})  # units: ep, ba, dur
-    plateau: dict | None = None  # PlateauController parameters; monitors the validation loss each epoch
-
-
-@dataclass
-class LossConfig:
-    label_smoothing: float = 0.0  # eps
-    mixup_alpha: float = 0.0  # Beta(alpha, alpha); 0 disables
-    cutmix_alpha: float = 0.0
-    mix_prob: float = 1.0  # probability of mixing a batch when mixup/cutmix is on
-
-
-@dataclass
-class TrainConfig:
-    epochs: int = 10
-    seed: int = 0
-    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
-    precision: str = "auto"  # auto | fp32 | bf16 | fp16 (auto: fp16+GradScaler on CUDA, bf16 on CPUs with native bf16, else fp32)
-    channels_last: bool | None = None  # None: on for conv nets
-    compile: bool = False  # torch.compile the model
-    threads: int = 0  # torch CPU threads (0: torch's default)
-    ema_decay: float = 0.0  # EMA of weights and buffers; 0 disables
-    ema_warmup: bool = True  # decay_t = min(decay, (1 + n) / (10 + n))
-    tta_flip: bool = False  # average predictions with the mirrored image at evaluation
-    early_stopping: int = 0  # stop after N evaluations without validation improvement (0: never)
-    nan_patience: int = 10  # stop after N non-finite losses (each skips its step)
-    keep_checkpoints: int = 2  # last K epoch checkpoints kept (plus best.pt)
-    checkpoint: bool = True
-    eval_every: int = 1  # epochs between validation evaluations
-    eval_test: bool = False  # also evaluate test every epoch (benchmarks' time-to-accuracy; decisions still use val)
-    doctor_every: int = 0  # >0: doctor monitors every N optimizer steps into doctor.jsonl (trickbag doctor RUN_DIR); 0: off
-
-
-@dataclass
-class Recipe:
-    description: str = ""
-    data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
-    loss: LossConfig = field(default_factory=LossConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-
-    def validate(self) -> Recipe:
-        """Range checks that types cannot express; errors name the key."""
-        for key, check in _RANGE_CHECKS:
-            section, name = key.split(".")
-            try:
-                check(key, getattr(getattr(self, section), name))
-            except (TypeError, ValueError) as exc:
-                raise RecipeError(f"recipe {exc}") from None
-        return self
-
-
-_unit = partial(check_range, low=0.0, high=1.0)
-_unit_open = partial(check_range, low=0.0, high=1.0, high_open=True)
-#: (key, check(key, value)) for every key with a range beyond its type
-_RANGE_CHECKS = [
-    ("data.val_size", check_nonnegative), ("data.batch_size", check_positive), ("data.eval_batch_size", check_positive),
-    ("data.train_subset", check_nonnegative),
-    ("optim.lr", check_nonnegative), ("optim.momentum", _unit_open), ("optim.weight_decay", check_nonnegative),
-    ("optim.base_batch_size", check_nonnegative), ("optim.clip_norm", check_nonnegative), ("optim.clip_value", check_nonnegative),
-    ("loss.label_smoothing", _unit_open), ("loss.mixup_alpha", check_nonnegative), ("loss.cutmix_alpha", check_nonnegative),
-    ("loss.mix_prob", _unit),
-    ("train.epochs", check_positive), ("train.precision", partial(check_choice, choices=("auto", "fp32", "bf16", "fp16"))),
-    ("train.ema_decay", _unit_open), ("train.early_stopping", check_nonnegative), ("train.nan_patience", check_positive),
-    ("train.keep_checkpoints", check_positive), ("train.eval_every", check_positive), ("train.threads", check_nonnegative),
-    ("train.doctor_every", check_nonnegative),
-]
-
-
-_SECTIONS = {f.name: f.type for f in dataclasses.fields(Recipe)}
-
-
-def _type_ok(value: Any, annotation: Any) -> tuple[bool, Any]:
-    """Whether ``value`` fits ``annotation``; returns the (possibly converted) value."""
-    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return True, None
-        for a in args:
-            if a is not type(None):
-                ok, v = _type_ok(value, a)
-                if ok:
-                    return True, v
-        return False, value
-    if annotation is bool:
-        return isinstance(value, bool), value
-    if annotation is int:
-        if isinstance(value, bool):
-            return False, value
-        if isinstance(value, float) and value.is_integer():
-            return True, int(value)
-        return isinstance(value, int), value
-    if annotation is float:
-        if isinstance(value, bool):
-            return False, value
-        if isinstance(value, str):  # YAML 1.1 reads 1e-4 as a string
-            try:
-                return True, float(value)
-            except ValueError:
-                return False, value
-        return isinstance(value, (int, float)), float(value) if isinstance(value, (int, float)) else value
-    if annotation is str:
-        return isinstance(value, str), value
-    if origin is list or annotation is list:
-        return isinstance(value, (list, tuple)), list(value) if isinstance(value, (list, tuple)) else value
-    if origin is dict or annotation is dict:
-        return isinstance(value, dict), value
-    return True, value
-
-
-def _build(cls: type, data: Any, prefix: str):
-    if not isinstance(data, dict):
-        raise RecipeError(f"recipe key '{prefix}' must be a mapping, got {data!r}")
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    kwargs = {}
-    for key, value in data.items():
-        if key not in names:
-            full = [f"{prefix}.{n}" if prefix else n for n in names]
-            raise RecipeError(f"recipe key '{prefix + '.' if prefix else ''}{key}' is unknown"
-                              f"{did_you_mean((prefix + '.' if prefix else '') + str(key), full)}; known: {', '.join(full)}")
-        annotation = hints[key]
-        if dataclasses.is_dataclass(annotation):
-            kwargs[key] = _build(annotation, value, f"{prefix}.{key}" if prefix else key)
-            continue
-        ok, converted = _type_ok(value, annotation)
-        if not ok:
-            tname = getattr(annotation, "__name__", str(annotation)).replace("typing.", "")
-            raise RecipeError(f"recipe key '{prefix}.{key}' must be {tname}, got {value!r}")
-        kwargs[key] = converted
-    return cls(**kwargs)
-
-
-def from_dict(data: dict) -> Recipe:
-    return _build(Recipe, data, "").validate()
-
-
-def to_dict(recipe: Recipe) -> dict:
-    return dataclasses.asdict(recipe)
-
-
-def _recipe_dir():
-    return resources.files("trickbag.recipes")
-
-
-def available() -> dict[str, str]:
-    """``{name: description}`` of the recipes shipped with trickbag."""
-    out = {}
-    for entry in sorted(_recipe_dir().iterdir(), key=lambda p: p.name):
-        if entry.name.endswith(".yaml"):
-            data = yaml.safe_load(entry.read_text()) or {}
-            out[entry.name[:-5]] = str(data.get("description", "")).strip().splitlines()[0] if data.get("description") else ""
-    return out
-
-
-def _set_path(data: dict, dotted: str, value: Any) -> None:
-    keys = dotted.split(".")
-    node = data
-    for k in keys[:-1]:
-        node = node.setdefault(k, {})
-        if not isinstance(node, dict):
-            raise RecipeError(f"--set {dotted}: '{k}' is not a section")
-    node[keys[-1]] = value
-
-
-def apply_overrides(data: dict, overrides: list[str]) -> dict:
-    """Apply ``key.path=value`` strings (values parsed as YAML: numbers, lists, dicts)."""
-    for item in overrides:
-        key, sep, text = item.partition("=")
-        if not sep or not key.strip():
-            raise RecipeError(f"--set takes key=value, got {item!r}")
-        _set_path(data, key.strip(), yaml.safe_load(text) if text.strip() else None)
-    return data
-
-
-def load(name_or_path: str = "fashion-mnist", overrides: list[str] | None = None) -> Recipe:
-    """Load a shipped recipe by name, or a YAML file by path, then apply ``overrides``."""
-    path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml") or path.exists():
-        if not path.is_file():
-            raise RecipeError(f"recipe file {path} does not exist")
-        text = path.read_text()
-    else:
-        entry = _recipe_dir() / f"{name_or_path}.yaml"
-        if not entry.is_file():
-            names = list(available())
-            raise RecipeError(f"unknown recipe {name_or_path!r}{did_you_mean(name_or_path, names)}; known: {', '.join(names)}")
-        text = entry.read_text()
-    data = yaml.safe_load(text) or {}
-    return from_dict(apply_overrides(data, overrides or []))
+        return getattr(_parts, name)
+    raise AttributeError(f"module 'trickbag.recipes' has no attribute {name!r}")

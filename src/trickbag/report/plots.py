@@ -6,7 +6,23 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["plot_schedule", "plot_init", "plot_doctor"]
+__all__ = ["plot_schedule", "plot_init", "plot_doctor", "plot_path", "save_figure", "PLOT_FORMATS"]
+
+#: file endings matplotlib writes without extra packages
+PLOT_FORMATS = (".png", ".pdf", ".svg")
+
+
+def plot_path(path: str | os.PathLike, default_name: str) -> str:
+    """Where a ``--plot PATH`` goes: into ``PATH/default_name`` when PATH is a folder (an
+    existing one, or written with a trailing slash), else PATH itself, which must end in
+    .png, .pdf or .svg. Checked before any work is done, so a typo costs nothing."""
+    text = os.fspath(path)
+    if os.path.isdir(text) or text.endswith(("/", os.sep)):
+        return os.path.join(text, default_name)
+    ext = os.path.splitext(text)[1].lower()
+    if ext not in PLOT_FORMATS:
+        raise ValueError(f"--plot {text}: the file must end in {', '.join(PLOT_FORMATS)} (or name a folder), got {ext or 'no ending'!r}")
+    return text
 
 
 def _pyplot():
@@ -18,8 +34,9 @@ def _pyplot():
     return plt
 
 
-def _save(fig, path: str | os.PathLike) -> str:
-    path = os.fspath(path)
+def save_figure(fig, path: str | os.PathLike, default_name: str = "plot.png") -> str:
+    """Save ``fig`` to ``plot_path(path, default_name)`` (folders created); returns the path."""
+    path = plot_path(path, default_name)
     if os.path.dirname(path):
         os.makedirs(os.path.dirname(path), exist_ok=True)
     fig.tight_layout()
@@ -38,7 +55,7 @@ def plot_schedule(values: Sequence[float], path: str | os.PathLike, title: str =
         ax.set_yscale("log", nonpositive="mask")  # lr = 0 (e.g. warmup start) is left out
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
-    path = _save(fig, path)
+    path = save_figure(fig, path, "schedule.png")
     plt.close(fig)
     return path
 
@@ -71,7 +88,7 @@ def plot_init(reports: Mapping[str, Any], path: str | os.PathLike, title: str = 
             h.stairs(layer.hist_counts, edges, fill=True, alpha=0.7)
             h.set_title(f"{label}: layer {i + 1} ({layer.name}) std={layer.weight_std:.3g}", fontsize=8)
             h.tick_params(labelsize=7)
-    path = _save(fig, path)
+    path = save_figure(fig, path, "init.png")
     plt.close(fig)
     return path
 
@@ -102,7 +119,7 @@ def _plot_log_series(series: Mapping[str, list], ylabel: str, path: str, lines: 
     ax.set_ylabel(ylabel)
     ax.legend(fontsize=6, ncol=2)
     ax.grid(alpha=0.3)
-    path = _save(fig, path)
+    path = save_figure(fig, path)
     plt.close(fig)
     return path
 
@@ -131,6 +148,6 @@ def plot_doctor(records: Sequence[Mapping[str, Any]], folder: str | os.PathLike,
         ax.set_xlabel("loss point (optimizer step)")
         ax.set_ylabel("training loss")
         ax.grid(alpha=0.3)
-        out["training loss"] = _save(fig, os.path.join(folder, "loss.png"))
+        out["training loss"] = save_figure(fig, os.path.join(folder, "loss.png"))
         plt.close(fig)
     return out

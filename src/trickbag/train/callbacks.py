@@ -10,6 +10,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from trickbag._json import append_jsonl
+
 __all__ = ["Callback", "JsonlLogger", "TensorBoardLogger", "ConsoleProgress"]
 
 
@@ -37,18 +39,31 @@ class JsonlLogger(Callback):
             self.path.write_text("".join(line + "\n" for line in keep))
 
     def on_epoch_end(self, trainer: Any, metrics: dict) -> None:
-        with open(self.path, "a") as f:
-            f.write(json.dumps(metrics) + "\n")
+        append_jsonl(self.path, metrics)
 
 
 class TensorBoardLogger(Callback):
-    """TensorBoard scalars (loss, lr, accuracy) when ``tensorboard`` is installed."""
+    """TensorBoard scalars (loss, lr, accuracy) when ``tensorboard`` is installed. The
+    writer opens at ``on_fit_start``, so nothing is written before the run has its directory."""
 
     def __init__(self, folder: Path, every: int = 50) -> None:
-        from torch.utils.tensorboard import SummaryWriter
+        from torch.utils.tensorboard import SummaryWriter  # ImportError here when tensorboard is missing
 
-        self.writer = SummaryWriter(str(folder))
+        self._writer_class = SummaryWriter
+        self.folder = folder
         self.every = every
+        self.writer: Any = None
+
+    @classmethod
+    def create(cls, folder: Path, every: int = 50) -> TensorBoardLogger | None:
+        """A logger, or None when tensorboard is not installed."""
+        try:
+            return cls(folder, every)
+        except ImportError:
+            return None
+
+    def on_fit_start(self, trainer: Any) -> None:
+        self.writer = self._writer_class(str(self.folder))
 
     def on_step_end(self, trainer: Any, loss: float) -> None:
         if trainer.step % self.every == 0:
@@ -62,7 +77,8 @@ class TensorBoardLogger(Callback):
         self.writer.flush()
 
     def on_fit_end(self, trainer: Any, summary: dict) -> None:
-        self.writer.close()
+        if self.writer is not None:
+            self.writer.close()
 
 
 class ConsoleProgress(Callback):
@@ -95,9 +111,9 @@ class ConsoleProgress(Callback):
     def on_epoch_end(self, trainer: Any, metrics: dict) -> None:
         if self.quiet:
             return
-        parts = [f"epoch {metrics['epoch']:>3}/{trainer.recipe.train.epochs}", f"loss {metrics['train_loss']:.4f}"]
+        parts = [f"epoch {metrics['epoch']:>3}/{trainer.recipe.train.epochs}", f"loss {_num(metrics['train_loss'])}"]
         for key in ("val_loss", "val_acc"):
-            if key in metrics:
+            if metrics.get(key) is not None:
                 parts.append(f"{key} {metrics[key]:.4f}")
         parts += [f"lr {metrics['lr']:.4g}", f"{metrics['images_per_s']:.0f} img/s", f"{metrics['time_s']:.0f}s"]
         line = "  ".join(parts)
@@ -109,3 +125,7 @@ class ConsoleProgress(Callback):
     def on_fit_end(self, trainer: Any, summary: dict) -> None:
         if self.progress is not None:
             self.progress.stop()
+
+
+def _num(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"

@@ -13,7 +13,8 @@ from typing import Any
 
 import torch
 
-__all__ = ["save_atomic", "load_checkpoint", "epoch_checkpoints", "latest_checkpoint", "prune"]
+__all__ = ["save_atomic", "load_checkpoint", "epoch_checkpoints", "checkpoint_candidates", "newest_loadable",
+           "latest_checkpoint", "prune"]
 
 _EPOCH = re.compile(r"epoch_(\d+)\.pt$")
 
@@ -52,15 +53,34 @@ def epoch_checkpoints(folder: str | os.PathLike) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
+def checkpoint_candidates(folder: str | os.PathLike) -> list[Path]:
+    """Checkpoints a resume may use, newest first: ``interrupt.pt`` (written mid-epoch and
+    removed by the next epoch checkpoint), then ``epoch_NNNN.pt`` from the highest N."""
+    folder = Path(folder)
+    return [p for p in [folder / "interrupt.pt", *reversed(epoch_checkpoints(folder))] if p.is_file()]
+
+
+def newest_loadable(folder: str | os.PathLike) -> tuple[Path | None, dict | None, list[tuple[Path, str]]]:
+    """``(path, state, skipped)``: the newest checkpoint that loads, and every newer one
+    that did not with the reason (a damaged file is skipped, never chosen)."""
+    skipped: list[tuple[Path, str]] = []
+    for path in checkpoint_candidates(folder):
+        try:
+            state = load_checkpoint(path)
+        except Exception as exc:  # noqa: BLE001 - a damaged file of any kind: say why, try an older one
+            skipped.append((path, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'unreadable'}"))
+            continue
+        if not isinstance(state, dict) or "model" not in state:
+            skipped.append((path, "not a trickbag checkpoint (no model state)"))
+            continue
+        return path, state, skipped
+    return None, None, skipped
+
+
 def latest_checkpoint(folder: str | os.PathLike) -> tuple[Path, dict] | None:
     """The newest checkpoint that loads (an unreadable newer one is skipped, not fatal)."""
-    for path in reversed(epoch_checkpoints(folder) + [Path(folder) / "interrupt.pt"]):
-        if path.is_file():
-            try:
-                return path, load_checkpoint(path)
-            except Exception:  # noqa: BLE001 - a damaged file: fall back to an older one
-                continue
-    return None
+    path, state, _ = newest_loadable(folder)
+    return (path, state) if path is not None else None
 
 
 def prune(folder: str | os.PathLike, keep: int) -> None:

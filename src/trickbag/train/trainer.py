@@ -1,38 +1,41 @@
-"""``Trainer``: a lean loop that owns the step.
+"""``Trainer``: the loop, and only the loop. The parts come from ``recipes.build``.
 
-Per optimizer step: ``lr = schedule(step) * plateau.scale`` is written into the param
-groups; the batch is augmented on the device; mixup/cutmix make soft targets; the
-forward runs under autocast (bf16 on CPU, fp16 + GradScaler on CUDA); a non-finite
-loss skips the step (and stops the run after ``nan_patience`` of them, saying what to
-try); gradients are unscaled before clipping; a step the scaler skips does not
-advance the schedule; the EMA of weights and buffers is updated.
+Per optimizer step: the lr driver writes ``schedule(step) * plateau scale * group
+multiplier`` into the param groups; the input pipeline augments the batch on the
+device; mixup/cutmix make soft targets; the forward runs under autocast (bf16 on CPU,
+fp16 + GradScaler on CUDA); a non-finite loss skips the step (after ``nan_patience`` of
+them the run stops, saying what to try); gradients are unscaled before clipping; a step
+the scaler skips does not advance the schedule; the EMA of weights and buffers is updated.
+A loss that stays above ``diverge_factor`` x its start is divergence too: the run stops.
 
-Per epoch: validation (EMA weights, optional flip TTA), plateau control, early
-stopping, an atomic checkpoint (last K kept, plus ``best.pt``), callbacks. At the end:
-test once, ``summary.json``.
+Per epoch: validation (EMA weights, optional flip TTA), plateau control, early stopping,
+an atomic checkpoint (last K kept, plus ``best.pt``), callbacks. At the end: test once,
+``summary.json``.
 
-Resume is bit-exact: model, optimizer, scaler, EMA (with its counter), schedule step,
-plateau state, every RNG (data order, augmentation, mixup, dropout) and the position
-in the epoch are in the checkpoint. Ctrl-C finishes the current step, writes
-``checkpoints/interrupt.pt`` and exits (so does a callback that sets ``should_stop``
-mid-epoch); kill -9 loses at most the current epoch.
+The run directory is guarded (``train.rundir``): locked against a second writer, never
+overwritten silently (``fit(resume=True)`` continues it, ``fit(overwrite=True)``
+replaces it), and nothing is written to it before a resume's checkpoint has loaded.
+
+Resume is bit-exact: model, optimizer, scaler, EMA (with its counter), lr driver (step
+and plateau state), every RNG (data order, augmentation, mixup, dropout), the position
+in the epoch and the epoch's running loss are in the checkpoint. Ctrl-C finishes the
+current step, writes ``checkpoints/interrupt.pt`` and stops (so does a callback that
+sets ``should_stop`` mid-epoch); a second Ctrl-C stops at once; kill -9 loses at most
+the current epoch.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import inspect
-import json
 import math
 import platform
-import random
 import signal
+import sys
 import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -40,197 +43,95 @@ import yaml
 from torch import nn
 
 from trickbag import __version__
-from trickbag.data import build_augment, load_dataset, pca_basis
-from trickbag.data.datasets import ImageData, to_unit
-from trickbag.init import initialize, zero_gamma
-from trickbag.losses import MixUpCutMix, soft_target_cross_entropy
-from trickbag.models import build_model
-from trickbag.optim import build_optimizer, clip_gradients, linear_scaling, param_groups
-from trickbag.recipes import Recipe, RecipeError, to_dict
-from trickbag.schedules import SCHEDULES, PlateauController, Schedule
-from trickbag.schedules import build as build_schedule
-from trickbag.schedules.torch import attach
-from trickbag.train.callbacks import (
-    Callback,
-    ConsoleProgress,
-    JsonlLogger,
-    TensorBoardLogger,
+from trickbag._json import write_json
+from trickbag.data.datasets import ImageData
+from trickbag.optim import clip_gradients
+from trickbag.recipes.config import Recipe, to_dict
+from trickbag.rng import rng_state, set_rng_state
+from trickbag.train.callbacks import Callback, ConsoleProgress, JsonlLogger, TensorBoardLogger
+from trickbag.train.checkpoint import newest_loadable, prune, save_atomic
+from trickbag.train.errors import (
+    DivergedError,
+    NonFiniteLossError,
+    ResumeError,
+    RunDirError,
+    RunWriteError,
+    TrainingError,
 )
-from trickbag.train.checkpoint import latest_checkpoint, prune, save_atomic
-from trickbag.train.ema import build_ema
-from trickbag.train.runtime import Runtime, resolve_runtime
+from trickbag.train.rundir import RunLock, clear_run, remove_partial_writes, run_artifacts
 
-__all__ = ["Trainer", "NonFiniteLossError", "resolve_schedule", "steps_from_units"]
+if TYPE_CHECKING:
+    from trickbag.recipes.parts import Parts
 
+__all__ = ["Trainer", "NonFiniteLossError", "DivergedError", "TrainingError"]
 
-class NonFiniteLossError(RuntimeError):
-    """Too many non-finite losses: training diverged."""
-
-
-def steps_from_units(value: Any, steps_per_epoch: int, total_steps: int, key: str = "") -> Any:
-    """``"3ep"`` -> 3 epochs of steps, ``"500ba"`` -> 500, ``"0.25dur"`` -> a quarter of the run;
-    numbers and other values pass through."""
-    if not isinstance(value, str):
-        return value
-    for suffix, scale in (("ep", steps_per_epoch), ("ba", 1), ("dur", total_steps)):
-        if value.endswith(suffix):
-            try:
-                return float(value[: -len(suffix)]) * scale
-            except ValueError:
-                break
-    if value.strip().lstrip("-").replace(".", "", 1).isdigit():
-        return float(value)
-    raise RecipeError(f"recipe key 'schedule.params.{key}' must be a number or a duration like '3ep', '500ba', '0.5dur'; got {value!r}")
-
-
-def resolve_schedule(name: str, params: dict, lr: float, steps_per_epoch: int, total_steps: int) -> Schedule:
-    """Build the recipe's schedule: units turned into steps, the peak lr filled in."""
-    builder = SCHEDULES.get(name)
-    accepted = inspect.signature(builder).parameters
-    resolved = {k: steps_from_units(v, steps_per_epoch, total_steps, k) for k, v in params.items()}
-    for lr_name in ("learning_rate", "max_lr"):
-        if lr_name in accepted and lr_name not in resolved:
-            resolved[lr_name] = lr
-    if "final_lr_frac" in resolved:  # convenience: final lr as a fraction of the peak
-        resolved["final_lr"] = lr * resolved.pop("final_lr_frac")
-    for key in ("total_steps", "steps_per_epoch"):
-        if key in resolved and key in accepted and accepted[key].annotation in (int, "int"):
-            resolved[key] = int(round(resolved[key]))
-    try:
-        return build_schedule(name, **resolved)
-    except (TypeError, ValueError) as exc:
-        raise RecipeError(f"recipe schedule {name!r}: {exc}") from None
+CHECKPOINT_FORMAT = 2
+_START_STEPS = 10  # finite losses averaged into "the loss at the start" for the divergence rule
 
 
 class Trainer:
-    """Train ``recipe`` and write the run to ``out``.
+    """Train the parts of a recipe and write the run to ``out``.
 
     Args:
-        recipe: a validated ``Recipe`` (``trickbag.recipes.load``).
+        parts: what ``trickbag.recipes.build(recipe)`` made; a ``Recipe`` is built here.
         out: run directory (default ``runs/<data>-<model>-<time>``).
-        callbacks: extra ``Callback`` objects.
+        callbacks: extra ``Callback`` objects (after the recipe's own, e.g. the doctor's).
         quiet: no progress output.
-        data: an ``ImageData`` to use instead of loading ``recipe.data.name``.
+        data: with a ``Recipe``: an ``ImageData`` to use instead of loading ``data.name``.
+        tensorboard: write TensorBoard events (when tensorboard is installed).
     """
 
-    def __init__(self, recipe: Recipe, out: str | Path | None = None, callbacks: Sequence[Callback] = (),
-                 quiet: bool = False, data: ImageData | None = None) -> None:
-        self.recipe = recipe
-        cfg = recipe.train
-        if cfg.threads:
-            torch.set_num_threads(cfg.threads)
-        torch.manual_seed(cfg.seed)
-        random.seed(cfg.seed)
-        self.out = Path(out) if out else Path("runs") / f"{recipe.data.name}-{recipe.model.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-        self.data = data if data is not None else load_dataset(recipe.data.name, recipe.data.data_dir, recipe.data.val_size, cfg.seed)
-        if recipe.data.train_subset:  # a new ImageData: the caller's object is not changed
-            n = recipe.data.train_subset
-            self.data = dataclasses.replace(self.data, train_x=self.data.train_x[:n], train_y=self.data.train_y[:n])
-        self.model = self._build_model()
-        self.runtime: Runtime = resolve_runtime(cfg.device, cfg.precision, cfg.channels_last, self.model)
-        self.device = self.runtime.device
-        memory_format = torch.channels_last if self.runtime.channels_last else torch.preserve_format
-        self.model.to(self.device, memory_format=memory_format)
-        self.forward = torch.compile(self.model) if cfg.compile else self.model
-        self._setup_inputs()
-        self.batch_size = recipe.data.batch_size
-        self.steps_per_epoch = len(self.data.train_y) // self.batch_size
-        if self.steps_per_epoch < 1:
-            raise RecipeError(f"recipe data.batch_size ({self.batch_size}) must be <= the {len(self.data.train_y)} training examples")
-        self.total_steps = cfg.epochs * self.steps_per_epoch
-        o = recipe.optim
-        self.base_lr = linear_scaling(o.lr, self.batch_size, o.base_batch_size) if o.base_batch_size else o.lr
-        groups = param_groups(self.model, o.weight_decay, o.no_bias_decay)
-        self.optimizer = build_optimizer(o.name, groups, lr=self.base_lr, momentum=o.momentum, betas=tuple(o.betas))
-        s = recipe.schedule
-        self.schedule = resolve_schedule(s.name, dict(s.params), self.base_lr, self.steps_per_epoch, self.total_steps)
-        self.plateau = PlateauController(max(self.base_lr, 1e-12), **s.plateau) if s.plateau else None
-        # writes schedule(step) * plateau.scale * each group's lr_mult; the loop sets the step
-        self.lr_driver = attach(self.optimizer, self.schedule, plateau=self.plateau)
-        self.scaler = self.runtime.grad_scaler()
-        self.ema = build_ema(self.model, cfg.ema_decay, cfg.ema_warmup) if cfg.ema_decay else None
-        loss = recipe.loss
-        self.mixer = (MixUpCutMix(self.data.num_classes, loss.mixup_alpha, loss.cutmix_alpha, loss.mix_prob,
-                                  label_smoothing=loss.label_smoothing, seed=cfg.seed + 1)
-                      if loss.mixup_alpha > 0 or loss.cutmix_alpha > 0 else None)
-        self.data_gen = torch.Generator().manual_seed(cfg.seed)
+    def __init__(self, parts: Parts | Recipe, out: str | Path | None = None, callbacks: Sequence[Callback] = (),
+                 quiet: bool = False, data: ImageData | None = None, tensorboard: bool = True) -> None:
+        if isinstance(parts, Recipe):
+            from trickbag.recipes.parts import build
+
+            parts = build(parts, data=data)
+        elif data is not None:
+            raise ValueError("data= goes with a Recipe; built Parts already hold their data")
+        self.parts = parts
+        self.recipe = parts.recipe
+        # the parts, by name, for the loop and for callbacks
+        self.data, self.model, self.forward, self.runtime = parts.data, parts.model, parts.forward, parts.runtime
+        self.device, self.inputs = parts.runtime.device, parts.inputs
+        self.optimizer, self.schedule, self.lr_driver, self.scaler = parts.optimizer, parts.schedule, parts.lr_driver, parts.scaler
+        self.plateau = parts.lr_driver.plateau
+        self.ema, self.mixer, self.loss_fn = parts.ema, parts.mixer, parts.loss_fn
+        self.batch_size, self.steps_per_epoch, self.total_steps = parts.batch_size, parts.steps_per_epoch, parts.total_steps
+        self.base_lr = parts.base_lr
+        self.out = Path(out) if out else Path("runs") / f"{self.recipe.data.name}-{self.recipe.model.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        self.quiet = quiet
+        self.data_gen = torch.Generator().manual_seed(self.recipe.train.seed)
         # running state (all of it goes into checkpoints)
         self.step = 0
         self.epoch = 0  # epochs completed
         self.batch_in_epoch = 0
         self.perm: torch.Tensor | None = None
+        self.epoch_loss_sum = 0.0  # finite losses of the current epoch, also across a resume
+        self.epoch_loss_count = 0
         self.nonfinite = 0
+        self.start_losses: list[float] = []  # the first finite losses: "the start" of the divergence rule
+        self.above = 0  # consecutive steps with the loss above diverge_factor x the start
         self.best_val_acc = -1.0
         self.best_epoch = 0
         self.bad_evals = 0
         self.train_time = 0.0
         self.should_stop = False
         self.stop_reason = ""
+        self.resumed_from: str | None = None
+        self.skipped_checkpoints: list[dict[str, str]] = []
         self._interrupt = False
         self.callbacks: list[Callback] = [ConsoleProgress(quiet), JsonlLogger(self.out / "metrics.jsonl")]
-        self.tensorboard = self._tensorboard()
-        if cfg.doctor_every:
-            from trickbag.doctor.monitor import DoctorMonitor
-
-            self.callbacks.append(DoctorMonitor(cfg.doctor_every, self.out / "doctor.jsonl"))
-        self.callbacks += list(callbacks)
-
-    # --- construction helpers ---------------------------------------------------------
-
-    def _build_model(self) -> nn.Module:
-        m = self.recipe.model
-        params = dict(m.params)
-        accepted = inspect.signature(_model_builder(m.name)).parameters
-        c, h, _ = self.data.shape
-        for key, value in (("in_channels", c), ("num_classes", self.data.num_classes), ("image_size", h)):
-            if key in accepted and key not in params:
-                params[key] = value
-        try:
-            model = build_model(m.name, **params)
-        except (TypeError, ValueError) as exc:
-            raise RecipeError(f"recipe model {m.name!r}: {exc}") from None
-        if m.init:
-            initialize(model, m.init, seed=self.recipe.train.seed, **m.init_params)
-        if m.zero_gamma:
-            zero_gamma(model)
-        return model
-
-    def _setup_inputs(self) -> None:
-        d = self.recipe.data
-        if d.standardize:
-            mean, std = self.data.channel_stats(d.log1p)
-            std = std.clamp_min(1e-6)
-        else:
-            channels = self.data.train_x.shape[1]
-            mean, std = torch.zeros(channels), torch.ones(channels)
-        self.mean = mean.view(1, -1, 1, 1).to(self.device)
-        self.std = std.view(1, -1, 1, 1).to(self.device)
-        extra = {}
-        if any(a.get("name") == "pca_lighting" for a in d.augment):
-            eigval, eigvec = pca_basis(self.data.train_x)
-            extra["pca_lighting"] = {"eigval": eigval, "eigvec": eigvec}
-        try:
-            self.augment = build_augment(d.augment, extra) if d.augment else None
-        except (KeyError, ValueError) as exc:
-            raise RecipeError(f"recipe data.augment: {exc}") from None
-
-    def _tensorboard(self) -> TensorBoardLogger | None:
-        try:
-            logger = TensorBoardLogger(self.out / "tensorboard")
-        except ImportError:
-            return None
-        self.callbacks.append(logger)
-        return logger
+        self.tensorboard = TensorBoardLogger.create(self.out / "tensorboard") if tensorboard else None
+        if self.tensorboard is not None:
+            self.callbacks.append(self.tensorboard)
+        self.callbacks += list(parts.callbacks) + list(callbacks)
 
     # --- data -------------------------------------------------------------------------
 
     def prepare(self, x: torch.Tensor, train: bool) -> torch.Tensor:
         """uint8 (B, C, H, W) -> augmented (train), standardized float on the device."""
-        x = to_unit(x.to(self.device, non_blocking=True), self.recipe.data.log1p)
-        if train and self.augment is not None:
-            x = self.augment(x, self.data_gen)
-        x = (x - self.mean) / self.std
-        return x.contiguous(memory_format=torch.channels_last) if self.runtime.channels_last else x
+        return self.inputs(x, train, self.data_gen)
 
     # --- one step ---------------------------------------------------------------------
 
@@ -242,14 +143,12 @@ class Trainer:
     def train_step(self, x_u8: torch.Tensor, y: torch.Tensor) -> float:
         x = self.prepare(x_u8, train=True)
         y = y.to(self.device, non_blocking=True)
-        smoothing = self.recipe.loss.label_smoothing
         if self.mixer is not None:
             x, y = self.mixer(x, y)
-            smoothing = 0.0  # the mixer already smoothed the targets
         self.lr_driver.set_step(self.step)
         with self.runtime.autocast():
             logits = self.forward(x)
-        loss = soft_target_cross_entropy(logits.float(), y, smoothing)
+        loss = self.loss_fn(logits.float(), y)
         value = float(loss.detach())
         if not math.isfinite(value):
             self.optimizer.zero_grad(set_to_none=True)
@@ -257,14 +156,13 @@ class Trainer:
             if self.nonfinite >= self.recipe.train.nan_patience:
                 raise NonFiniteLossError(
                     f"the loss was not finite ({value}) {self.nonfinite} times (step {self.step}, lr {self.current_lr:.4g}); "
-                    "training diverged. Try: a lower optim.lr (e.g. /10), a warmup (schedule.params.warmup_steps=1ep), "
-                    "gradient clipping (optim.clip_norm=5), or precision=fp32."
-                )
+                    f"training diverged. {_ADVICE}")
             return value
+        self._check_divergence(value)
         self.scaler.scale(loss).backward()
-        o = self.recipe.optim
-        if o.clip_norm or o.clip_value:
-            clip_gradients(self.model.parameters(), o.clip_norm or None, o.clip_value or None, self.scaler, self.optimizer)
+        optim_cfg = self.recipe.optim
+        if optim_cfg.clip_norm or optim_cfg.clip_value:
+            clip_gradients(self.model.parameters(), optim_cfg.clip_norm or None, optim_cfg.clip_value or None, self.scaler, self.optimizer)
         scale_before = self.scaler.get_scale() if self.scaler.is_enabled() else None
         self.scaler.step(self.optimizer)
         self.scaler.update()
@@ -275,6 +173,24 @@ class Trainer:
             if self.ema is not None:
                 self.ema.update_parameters(self.model)
         return value
+
+    def _check_divergence(self, loss: float) -> None:
+        """Stop when the loss stays above ``diverge_factor`` x its start (the mean of the
+        first finite losses) for ``nan_patience`` steps in a row: a loss at 1e17 is finite
+        but the run is lost all the same."""
+        factor = self.recipe.train.diverge_factor
+        if len(self.start_losses) < _START_STEPS:
+            self.start_losses.append(loss)
+            return
+        start = sum(self.start_losses) / len(self.start_losses)
+        if factor and start > 0 and loss > factor * start:
+            self.above += 1
+            if self.above >= self.recipe.train.nan_patience:
+                raise DivergedError(
+                    f"the loss rose from {start:.4g} at the start to {loss:.4g} (> {factor:g}x) and stayed there for "
+                    f"{self.above} steps (step {self.step}, lr {self.current_lr:.4g}); training diverged. {_ADVICE}")
+        else:
+            self.above = 0
 
     # --- evaluation -------------------------------------------------------------------
 
@@ -307,7 +223,7 @@ class Trainer:
 
     def state_dict(self) -> dict:
         return {
-            "format": 1,
+            "format": CHECKPOINT_FORMAT,
             "trickbag": __version__,
             "recipe": to_dict(self.recipe),
             "epoch": self.epoch,
@@ -318,13 +234,13 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(),
             "ema": self.ema.state_dict() if self.ema is not None else {},
-            "plateau": self.plateau.state_dict() if self.plateau is not None else {},
+            "lr_driver": self.lr_driver.state_dict(),  # its step and the plateau controller's state
             "mixer": self.mixer.state_dict() if self.mixer is not None else {},
             "data_gen": self.data_gen.get_state(),
-            "torch_rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            "python_rng": random.getstate(),
+            "rng": rng_state(),
+            "epoch_loss": [self.epoch_loss_sum, self.epoch_loss_count],
             "nonfinite": self.nonfinite,
+            "divergence": {"start_losses": list(self.start_losses), "above": self.above},
             "best_val_acc": self.best_val_acc,
             "best_epoch": self.best_epoch,
             "bad_evals": self.bad_evals,
@@ -332,43 +248,77 @@ class Trainer:
         }
 
     def load_state_dict(self, state: dict) -> None:
+        if state.get("format", 1) != CHECKPOINT_FORMAT:
+            raise ResumeError(f"checkpoint format {state.get('format', 1)} was written by trickbag {state.get('trickbag', '?')}; "
+                              f"this trickbag ({__version__}) reads format {CHECKPOINT_FORMAT}")
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
         if self.ema is not None and state["ema"]:
             self.ema.load_state_dict(state["ema"])
-        if self.plateau is not None and state["plateau"]:
-            self.plateau.load_state_dict(state["plateau"])
+        self.lr_driver.load_state_dict(state["lr_driver"])
         if self.mixer is not None and state["mixer"]:
             self.mixer.load_state_dict(state["mixer"])
         self.data_gen.set_state(state["data_gen"])
-        torch.set_rng_state(state["torch_rng"])
-        if state["cuda_rng"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
-        random.setstate(_as_tuple(state["python_rng"]))
+        set_rng_state(state["rng"])
         self.epoch, self.batch_in_epoch, self.step = state["epoch"], state["batch_in_epoch"], state["step"]
         self.perm = state["perm"] if state["perm"].numel() else None
-        self.nonfinite, self.best_val_acc, self.best_epoch = state["nonfinite"], state["best_val_acc"], state["best_epoch"]
+        self.epoch_loss_sum, self.epoch_loss_count = float(state["epoch_loss"][0]), int(state["epoch_loss"][1])
+        self.nonfinite = state["nonfinite"]
+        self.start_losses, self.above = list(state["divergence"]["start_losses"]), int(state["divergence"]["above"])
+        self.best_val_acc, self.best_epoch = state["best_val_acc"], state["best_epoch"]
         self.bad_evals, self.train_time = state["bad_evals"], state["train_time"]
+        self.lr_driver.set_step(self.step)
+
+    def _write_checkpoint(self, name: str) -> None:
+        folder = self.out / "checkpoints"
+        try:
+            save_atomic(self.state_dict(), folder / name)
+        except OSError as exc:
+            older = newest_loadable(folder)[0]
+            kept = f"the previous checkpoint {older.name} is intact" if older else "no earlier checkpoint exists"
+            raise RunWriteError(f"could not write checkpoint {folder / name}: {exc.strerror or exc}; {kept}. "
+                                "Free space or fix the folder's permissions, then continue with --resume.") from None
 
     def _save_epoch_checkpoint(self, is_best: bool) -> None:
         if not self.recipe.train.checkpoint:
             return
         folder = self.out / "checkpoints"
-        state = self.state_dict()
-        save_atomic(state, folder / f"epoch_{self.epoch:04d}.pt")
+        self._write_checkpoint(f"epoch_{self.epoch:04d}.pt")
         (folder / "interrupt.pt").unlink(missing_ok=True)
         if is_best:
-            save_atomic(state, folder / "best.pt")
+            self._write_checkpoint("best.pt")
         prune(folder, self.recipe.train.keep_checkpoints)
 
-    def resume(self) -> bool:
-        """Load the newest good checkpoint of ``out``; False when there is none."""
-        found = latest_checkpoint(self.out / "checkpoints")
-        if found is None:
-            return False
-        self.load_state_dict(found[1])
-        return True
+    def resume(self) -> str:
+        """Load the newest checkpoint of ``out`` that loads; returns its name.
+
+        A damaged newer one is skipped and said (stderr and the summary's
+        ``skipped_checkpoints``); with none loadable, or a recipe the checkpoint does not
+        fit, ``ResumeError`` (nothing in ``out`` has been changed by then).
+        """
+        folder = self.out / "checkpoints"
+        path, state, skipped = newest_loadable(folder)
+        self.skipped_checkpoints = [{"checkpoint": p.name, "reason": why} for p, why in skipped]
+        for p, why in skipped:
+            print(f"warning: skipped checkpoint {p} ({why})", file=sys.stderr, flush=True)
+        if path is None:
+            if skipped:
+                raise ResumeError(f"--resume: no checkpoint in {folder} loads ({'; '.join(f'{p.name}: {w}' for p, w in skipped)}); "
+                                  "nothing was changed. Start the run again with --overwrite.")
+            raise ResumeError(f"--resume: {self.out} has no checkpoint to continue from (the run stopped before its first "
+                              "epoch ended, or ran with train.checkpoint=false); start it again with --overwrite")
+        try:
+            self.load_state_dict(state)
+        except (RuntimeError, KeyError, ValueError) as exc:
+            if isinstance(exc, TrainingError):
+                raise
+            changed = _changed_keys(state.get("recipe", {}), to_dict(self.recipe))
+            what = "; ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in changed) or "no recipe key changed"
+            raise ResumeError(f"--resume: checkpoint {path.name} does not fit this recipe ({what}). Resume with the run's "
+                              f"own recipe, or start a new --out. ({str(exc).splitlines()[0][:200]})") from None
+        self.resumed_from = path.name
+        return path.name
 
     # --- the loop ---------------------------------------------------------------------
 
@@ -391,60 +341,110 @@ class Trainer:
         finally:
             signal.signal(signal.SIGINT, previous)
 
-    def fit(self, resume: bool = False) -> dict:
-        """Train to the end (or an early stop) and return the summary."""
-        self.out.mkdir(parents=True, exist_ok=True)
-        (self.out / "config.yaml").write_text(yaml.safe_dump(to_dict(self.recipe), sort_keys=False))
-        resumed = self.resume() if resume else False
+    def _open_run(self, resume: bool, overwrite: bool) -> None:
+        """Check ``out`` and load the checkpoint (resume) before anything is written."""
+        found = run_artifacts(self.out)
+        removed = remove_partial_writes(self.out / "checkpoints")
+        if removed:
+            print(f"note: removed unfinished checkpoint writes {', '.join(removed)} (a run was killed while saving)",
+                  file=sys.stderr, flush=True)
+        if resume:
+            self.resume()
+        elif found and overwrite:
+            clear_run(self.out)
+        elif found:
+            raise RunDirError(f"{self.out} already holds a run ({', '.join(found)}); continue it with --resume, choose "
+                              "another --out, or pass --overwrite to replace it")
+
+    def fit(self, resume: bool = False, overwrite: bool = False) -> dict:
+        """Train to the end (or an early stop) and return the summary.
+
+        Args:
+            resume: continue the run in ``out`` from its newest loadable checkpoint.
+            overwrite: replace a previous run in ``out`` (otherwise that is refused).
+
+        Raises ``RunDirError``/``ResumeError`` before writing anything, ``DivergedError``
+        (with ``.summary``, also written to ``summary.json``) when training diverges, and
+        ``RunWriteError`` when the disk refuses a write.
+        """
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise RunDirError(f"cannot create the run directory {self.out}: {exc.strerror or exc}") from None
+        with RunLock(self.out):
+            self._open_run(resume, overwrite)
+            try:
+                return self._fit(resumed=resume)
+            except OSError as exc:
+                raise RunWriteError(f"could not write to the run directory {self.out}: {exc.strerror or exc} "
+                                    f"({getattr(exc, 'filename', '') or 'a file'}); the checkpoints written before are intact; "
+                                    "free space, then continue with --resume") from None
+
+    def _fit(self, resumed: bool) -> dict:
+        (self.out / "config.yaml.tmp").write_text(yaml.safe_dump(to_dict(self.recipe), sort_keys=False))
+        (self.out / "config.yaml.tmp").replace(self.out / "config.yaml")
         wall0 = time.perf_counter()
         for cb in self.callbacks:
             cb.on_fit_start(self)
-        cfg = self.recipe.train
-        n = len(self.data.train_y)
         history_test: list[tuple[float, float]] = []
-        with self._sigint_checkpoint():
-            while self.epoch < cfg.epochs and not self.should_stop:
-                if self.perm is None:
-                    self.perm = torch.randperm(n, generator=self.data_gen)
-                    self.batch_in_epoch = 0
-                t0 = time.perf_counter()
-                steps0, losses = self.batch_in_epoch, []
-                self.model.train()
-                for b in range(self.batch_in_epoch, self.steps_per_epoch):
-                    idx = self.perm[b * self.batch_size : (b + 1) * self.batch_size]
-                    loss = self.train_step(self.data.train_x[idx], self.data.train_y[idx])
-                    self.batch_in_epoch = b + 1
-                    if math.isfinite(loss):
-                        losses.append(loss)
-                    for cb in self.callbacks:
-                        cb.on_step_end(self, loss)
-                    if self._interrupt or self.should_stop:
-                        break
-                epoch_time = time.perf_counter() - t0
-                self.train_time += epoch_time
-                if self._interrupt or self.batch_in_epoch < self.steps_per_epoch:  # Ctrl-C or a callback's stop mid-epoch
-                    if cfg.checkpoint:
-                        save_atomic(self.state_dict(), self.out / "checkpoints" / "interrupt.pt")
-                    if self._interrupt:
-                        self.stop_reason = "interrupted (Ctrl-C): checkpoint saved; continue with --resume"
-                    self.stop_reason = self.stop_reason or f"stopped by a callback at step {self.step}"
-                    break
-                self.epoch += 1
-                self.perm = None
-                self.batch_in_epoch = 0
-                metrics = self._end_of_epoch(losses, epoch_time, (self.steps_per_epoch - steps0) * self.batch_size, history_test)
-                for cb in self.callbacks:
-                    cb.on_epoch_end(self, metrics)
-        summary = self._summary(time.perf_counter() - wall0, resumed, history_test)
+        try:
+            with self._sigint_checkpoint():
+                self._epochs(history_test)
+        except DivergedError as exc:
+            self.stop_reason = f"diverged: {exc}"
+            summary = self._summary(time.perf_counter() - wall0, resumed, history_test, evaluate=False)
+            for cb in self.callbacks:
+                cb.on_fit_end(self, summary)
+            exc.summary = summary
+            raise
+        summary = self._summary(time.perf_counter() - wall0, resumed, history_test, evaluate=not self._interrupt)
         for cb in self.callbacks:
             cb.on_fit_end(self, summary)
         return summary
 
-    def _end_of_epoch(self, losses: list[float], epoch_time: float, images: int, history_test: list) -> dict:
+    def _epochs(self, history_test: list[tuple[float, float]]) -> None:
+        cfg = self.recipe.train
+        n = len(self.data.train_y)
+        while self.epoch < cfg.epochs and not self.should_stop:
+            if self.perm is None:
+                self.perm = torch.randperm(n, generator=self.data_gen)
+                self.batch_in_epoch = 0
+                self.epoch_loss_sum, self.epoch_loss_count = 0.0, 0
+            t0 = time.perf_counter()
+            steps0 = self.batch_in_epoch
+            self.model.train()
+            for b in range(self.batch_in_epoch, self.steps_per_epoch):
+                idx = self.perm[b * self.batch_size : (b + 1) * self.batch_size]
+                loss = self.train_step(self.data.train_x[idx], self.data.train_y[idx])
+                self.batch_in_epoch = b + 1
+                if math.isfinite(loss):
+                    self.epoch_loss_sum += loss
+                    self.epoch_loss_count += 1
+                for cb in self.callbacks:
+                    cb.on_step_end(self, loss)
+                if self._interrupt or self.should_stop:
+                    break
+            epoch_time = time.perf_counter() - t0
+            self.train_time += epoch_time
+            if self._interrupt or self.batch_in_epoch < self.steps_per_epoch:  # Ctrl-C or a callback's stop mid-epoch
+                if cfg.checkpoint:
+                    self._write_checkpoint("interrupt.pt")
+                if self._interrupt:
+                    self.stop_reason = "interrupted (Ctrl-C): checkpoint saved; continue with --resume"
+                self.stop_reason = self.stop_reason or f"stopped by a callback at step {self.step}"
+                return
+            self.epoch += 1
+            self.perm = None
+            self.batch_in_epoch = 0
+            metrics = self._end_of_epoch(epoch_time, (self.steps_per_epoch - steps0) * self.batch_size, history_test)
+            for cb in self.callbacks:
+                cb.on_epoch_end(self, metrics)
+
+    def _end_of_epoch(self, epoch_time: float, images: int, history_test: list) -> dict:
         cfg = self.recipe.train
         metrics: dict[str, Any] = {
             "epoch": self.epoch, "step": self.step, "lr": self.current_lr,
-            "train_loss": sum(losses) / len(losses) if losses else float("nan"),
+            "train_loss": self.epoch_loss_sum / self.epoch_loss_count if self.epoch_loss_count else None,
             "time_s": epoch_time, "train_time_s": self.train_time, "images_per_s": images / max(epoch_time, 1e-9),
         }
         last = self.epoch == cfg.epochs
@@ -452,13 +452,15 @@ class Trainer:
         if len(self.data.val_y) and (self.epoch % cfg.eval_every == 0 or last):
             val = self.evaluate(self.data.val_x, self.data.val_y)
             metrics.update(val_loss=val["loss"], val_acc=val["acc"])
+            if not math.isfinite(val["loss"]):
+                raise DivergedError(f"the validation loss is not finite after epoch {self.epoch} ({val['loss']}); "
+                                    f"the weights hold inf/NaN. {_ADVICE}")
             if val["acc"] > self.best_val_acc:
                 self.best_val_acc, self.best_epoch, self.bad_evals, is_best = val["acc"], self.epoch, 0, True
             else:
                 self.bad_evals += 1
             if self.plateau is not None:
-                decision = self.plateau.update(val["loss"])
-                metrics["plateau"] = decision.reason
+                metrics["plateau"] = self.lr_driver.report(val["loss"]).reason
             if cfg.early_stopping and self.bad_evals >= cfg.early_stopping:
                 self.should_stop = True
                 self.stop_reason = f"early stopping: no validation improvement for {self.bad_evals} evaluations"
@@ -469,9 +471,9 @@ class Trainer:
         self._save_epoch_checkpoint(is_best)
         return metrics
 
-    def _summary(self, wall: float, resumed: bool, history_test: list) -> dict:
+    def _summary(self, wall: float, resumed: bool, history_test: list, evaluate: bool) -> dict:
         final = {}
-        if not self._interrupt:
+        if evaluate:
             final = {f"test_{k}": v for k, v in self.evaluate(self.data.test_x, self.data.test_y).items()}
             if self.ema is not None:
                 final.update({f"test_{k}_no_ema": v for k, v in self.evaluate(self.data.test_x, self.data.test_y, self.model).items()})
@@ -486,7 +488,10 @@ class Trainer:
             "wall_time_s": wall,
             "images_per_s": images / max(self.train_time, 1e-9),
             "stopped": self.stop_reason or "completed",
+            "diverged": self.stop_reason.startswith("diverged"),
             "resumed": resumed,
+            "resumed_from": self.resumed_from,
+            "skipped_checkpoints": self.skipped_checkpoints,
             "nonfinite_losses": self.nonfinite,
             "test_acc_by_train_time": history_test,
             "runtime": self.runtime.describe(),
@@ -494,22 +499,29 @@ class Trainer:
             "parameters": sum(p.numel() for p in self.model.parameters()),
             "versions": {"trickbag": __version__, "torch": torch.__version__, "python": platform.python_version()},
             "machine": {"platform": platform.platform(), "threads": torch.get_num_threads()},
-            "tensorboard": str(self.out / "tensorboard") if self.tensorboard else "not installed (pip install tensorboard)",
+            "tensorboard": str(self.out / "tensorboard") if self.tensorboard else None,
             "out": str(self.out),
             "config": to_dict(self.recipe),
         }
-        (self.out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+        write_json(self.out / "summary.json", summary)
         return summary
 
 
-def _model_builder(name: str):
-    from trickbag.models import MODELS
-
-    return MODELS.get(name)
+_ADVICE = ("Try: a lower optim.lr (e.g. /10), a warmup (schedule.params.warmup_steps=1ep), gradient clipping "
+           "(optim.clip_norm=5), or precision=fp32; `trickbag doctor RUN_DIR` shows where it went wrong.")
 
 
-def _as_tuple(value: Any) -> Any:
-    """``random.setstate`` needs tuples; checkpoints may hold lists."""
-    return tuple(_as_tuple(v) for v in value) if isinstance(value, (list, tuple)) else value
+def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(data, dict) and (not prefix or not any(k in ("params", "init_params", "plateau") for k in prefix.split(".")[-1:])):
+        out: dict[str, Any] = {}
+        for key, value in data.items():
+            out.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+        return out
+    return {prefix: data}
 
+
+def _changed_keys(before: dict, after: dict) -> list[tuple[str, Any, Any]]:
+    """``(key, checkpoint's value, this recipe's value)`` for every recipe key that differs."""
+    a, b = _flatten(before), _flatten(after)
+    return [(k, a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
 

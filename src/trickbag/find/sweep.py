@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import copy
 import math
-import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,8 +27,9 @@ from torch import nn
 
 from trickbag._checks import check_choice, check_positive, check_range
 from trickbag.find.rules import DEFAULT_RULE, RULES, Suggestion, suggest
+from trickbag.rng import rng_state, set_rng_state
 
-__all__ = ["LRFinderResult", "lr_range_test", "trainer_range_test", "trainer_batches", "descending_trials", "saved_state"]
+__all__ = ["LRFinderResult", "lr_range_test", "parts_range_test", "parts_batches", "descending_trials", "SavedState"]
 
 
 @dataclass
@@ -63,7 +63,7 @@ class LRFinderResult:
                 "suggestions": {k: vars(v) for k, v in self.suggestions().items()} if len(self.lrs) >= 3 else {}}
 
     def plot(self, path: str, rules: Iterable[str] = ("fall", "valley", "steepest", "minimum", "consensus")) -> str:
-        from trickbag.report.plots import _pyplot, _save
+        from trickbag.report.plots import _pyplot, save_figure
 
         plt = _pyplot()
         fig, ax = plt.subplots(figsize=(7, 4))
@@ -76,25 +76,23 @@ class LRFinderResult:
         ax.set_ylabel("loss")
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
-        path = _save(fig, path)
+        path = save_figure(fig, path, "lr_finder.png")
         plt.close(fig)
         return path
 
 
-class saved_state:
+class SavedState:
     """Context manager: snapshot model, optimizer, scaler and RNG states; restore on exit."""
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, scaler: Any = None) -> None:
         self.model, self.optimizer, self.scaler = model, optimizer, scaler
 
-    def __enter__(self) -> saved_state:
+    def __enter__(self) -> SavedState:
         self.model_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
         self.optim_state = copy.deepcopy(self.optimizer.state_dict())
         self.lrs = [g["lr"] for g in self.optimizer.param_groups]
         self.scaler_state = copy.deepcopy(self.scaler.state_dict()) if self.scaler is not None else None
-        self.torch_rng = torch.get_rng_state()
-        self.cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
-        self.py_rng = random.getstate()
+        self.rng = rng_state()
         self.training = self.model.training
         return self
 
@@ -105,10 +103,7 @@ class saved_state:
             g["lr"] = lr
         if self.scaler is not None:
             self.scaler.load_state_dict(copy.deepcopy(self.scaler_state))
-        torch.set_rng_state(self.torch_rng)
-        if self.cuda_rng is not None:
-            torch.cuda.set_rng_state_all(self.cuda_rng)
-        random.setstate(self.py_rng)
+        set_rng_state(self.rng)
         self.model.train(self.training)
         self.optimizer.zero_grad(set_to_none=True)
 
@@ -174,7 +169,7 @@ def lr_range_test(
     lrs, losses, raw = [], [], []
     avg, best, stopped = 0.0, math.inf, f"completed {num_iter} updates"
     batches = _batches(loader)
-    with saved_state(model, optimizer, scaler):
+    with SavedState(model, optimizer, scaler):
         model.train()
         for i in range(num_iter):
             t = i / (num_iter - 1)
@@ -230,7 +225,7 @@ def descending_trials(
     results: dict[float, float] = {}
     for lr in lrs:
         check_positive("lrs", lr)
-        with saved_state(model, optimizer):
+        with SavedState(model, optimizer):
             for g in optimizer.param_groups:
                 g["lr"] = lr
             batches, tail = _batches(loader), []
@@ -250,23 +245,22 @@ def descending_trials(
     return {"best_lr": best, "results": results}
 
 
-def trainer_batches(trainer: Any, num_batches: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """``num_batches`` training batches of a ``Trainer``'s data, augmented and standardized
-    as in training, in a seeded order (the recipe's seed); fewer if the data runs out."""
-    data, bs = trainer.data, trainer.batch_size
-    order = torch.randperm(len(data.train_y), generator=torch.Generator().manual_seed(trainer.recipe.train.seed))
-    return [(trainer.prepare(data.train_x[order[i : i + bs]], train=True), data.train_y[order[i : i + bs]].to(trainer.device))
+def parts_batches(parts: Any, num_batches: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """``num_batches`` training batches of a recipe's ``Parts`` (or a ``Trainer``), augmented
+    and standardized as in training, in an order and with augmentation seeded by the
+    recipe's seed; fewer if the data runs out."""
+    data, bs, seed = parts.data, parts.batch_size, parts.recipe.train.seed
+    order = torch.randperm(len(data.train_y), generator=torch.Generator().manual_seed(seed))
+    augment_gen = torch.Generator().manual_seed(seed)
+    return [(parts.inputs(data.train_x[order[i : i + bs]], True, augment_gen), data.train_y[order[i : i + bs]].to(parts.device))
             for i in range(0, min(len(order), bs * num_batches) - bs + 1, bs)]
 
 
-def trainer_range_test(trainer: Any, start_lr: float = 1e-7, end_lr: float = 10.0, num_iter: int = 100, **kwargs: Any) -> LRFinderResult:
-    """``lr_range_test`` on a ``trickbag.train.Trainer``'s model, optimizer, data and loss
-    (label smoothing included), with the trainer's precision and GradScaler. The trainer
-    is left exactly as it was."""
-    from trickbag.losses import soft_target_cross_entropy
-
-    smoothing = trainer.recipe.loss.label_smoothing
-    amp = trainer.runtime.precision if trainer.runtime.precision != "fp32" else None
-    return lr_range_test(trainer.model, lambda z, y: soft_target_cross_entropy(z.float(), y, smoothing), trainer.optimizer,
-                         trainer_batches(trainer, num_iter), start_lr=start_lr, end_lr=end_lr, num_iter=num_iter, amp=amp,
-                         scaler=trainer.scaler if trainer.scaler.is_enabled() else None, **kwargs)
+def parts_range_test(parts: Any, start_lr: float = 1e-7, end_lr: float = 10.0, num_iter: int = 100, **kwargs: Any) -> LRFinderResult:
+    """``lr_range_test`` on a recipe's ``Parts`` (``recipes.build``; a ``Trainer`` works too):
+    its model, optimizer, data and loss (label smoothing included), with its precision and
+    GradScaler. The parts are left exactly as they were."""
+    amp = parts.runtime.precision if parts.runtime.precision != "fp32" else None
+    return lr_range_test(parts.model, lambda z, y: parts.loss_fn(z.float(), y), parts.optimizer,
+                         parts_batches(parts, num_iter), start_lr=start_lr, end_lr=end_lr, num_iter=num_iter, amp=amp,
+                         scaler=parts.scaler if parts.scaler.is_enabled() else None, **kwargs)

@@ -1,0 +1,205 @@
+"""``build(recipe) -> Parts``: the one path from a recipe to the objects a run needs.
+
+Everything a recipe decides is made here, once, in this order: the seed; the data (and
+its ``train_subset``); the model (its builder told the data's channels, classes and
+image size), its init and zero-γ; the runtime (device, precision, channels_last); the
+input pipeline (standardization, augmentation); batches per epoch and total steps; the
+optimizer with no-bias-decay groups and the linear-scaling rule; the schedule with its
+durations (``3ep``, ``500ba``, ``0.5dur``) in steps and the peak lr filled in; the
+plateau controller inside the lr driver; the GradScaler; the EMA; mixup/cutmix; the loss;
+and callbacks the recipe asks for (``train.doctor_every`` adds a ``DoctorMonitor``).
+
+``Trainer`` receives these parts and owns only the loop; ``find-lr``, ``check`` and
+``ablate``/``tune`` build recipes through this same function without a trainer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from trickbag._params import coerce, parse_number
+from trickbag.data import ImageData, load_dataset
+from trickbag.data.pipeline import InputPipeline
+from trickbag.init import initialize, zero_gamma
+from trickbag.losses import MixUpCutMix, soft_target_cross_entropy
+from trickbag.models import MODELS, build_model
+from trickbag.optim import build_optimizer, linear_scaling, param_groups
+from trickbag.recipes.config import Recipe, RecipeError
+from trickbag.schedules import SCHEDULES, PlateauController, Schedule
+from trickbag.schedules import build as build_schedule
+from trickbag.schedules.torch import ScheduledLR, attach
+from trickbag.train.ema import build_ema
+from trickbag.train.runtime import Runtime, resolve_runtime
+
+__all__ = ["Parts", "build", "build_model_for", "resolve_schedule", "steps_from_units"]
+
+
+@dataclass
+class Parts:
+    """What ``build`` makes of a recipe (see the module docstring)."""
+
+    recipe: Recipe
+    data: ImageData
+    model: nn.Module
+    forward: Callable[[torch.Tensor], torch.Tensor]  # the model, or its torch.compile'd form
+    runtime: Runtime
+    inputs: InputPipeline
+    optimizer: torch.optim.Optimizer
+    schedule: Schedule
+    lr_driver: ScheduledLR  # writes schedule(step) * plateau scale * group multiplier into the optimizer
+    scaler: torch.amp.GradScaler
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (float logits, labels or soft targets) -> loss
+    batch_size: int
+    steps_per_epoch: int
+    total_steps: int
+    base_lr: float  # optim.lr after the linear-scaling rule
+    ema: nn.Module | None = None  # torch AveragedModel of weights and buffers
+    mixer: MixUpCutMix | None = None
+    callbacks: list[Any] = field(default_factory=list)
+
+    @property
+    def device(self) -> torch.device:
+        return self.runtime.device
+
+
+def steps_from_units(value: Any, steps_per_epoch: int, total_steps: int, key: str = "") -> Any:
+    """``"3ep"`` -> 3 epochs of steps, ``"500ba"`` -> 500, ``"0.25dur"`` -> a quarter of the
+    run (Composer's units); numeric text (``"1e-5"``) -> a number; other values pass through."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    for suffix, scale in (("ep", steps_per_epoch), ("ba", 1), ("dur", total_steps)):
+        if text.endswith(suffix):
+            try:
+                return float(text[: -len(suffix)]) * scale
+            except ValueError:
+                break
+    try:
+        return parse_number(key, text)
+    except ValueError:
+        raise RecipeError(f"recipe key 'schedule.params.{key}' must be a number or a duration like '3ep', '500ba', "
+                          f"'0.5dur'; got {value!r}") from None
+
+
+def resolve_schedule(name: str, params: dict, lr: float, steps_per_epoch: int, total_steps: int) -> Schedule:
+    """The recipe's schedule: units turned into steps, values typed from the schedule's
+    signature, the peak lr filled in (``learning_rate`` / ``max_lr``), ``final_lr_frac``
+    turned into ``final_lr``."""
+    builder = SCHEDULES.get(name)
+    accepted = inspect.signature(builder).parameters
+    resolved = {k: steps_from_units(v, steps_per_epoch, total_steps, k) for k, v in params.items()}
+    for lr_name in ("learning_rate", "max_lr"):
+        if lr_name in accepted and lr_name not in resolved:
+            resolved[lr_name] = lr
+    if "final_lr_frac" in resolved:  # convenience: final lr as a fraction of the peak
+        resolved["final_lr"] = lr * resolved.pop("final_lr_frac")
+    for key in ("total_steps", "steps_per_epoch"):
+        if key in resolved and key in accepted and accepted[key].annotation in (int, "int"):
+            resolved[key] = int(round(resolved[key]))
+    try:
+        hints = _hints(builder)
+        resolved = {k: coerce(k, v, hints[k]) if k in hints else v for k, v in resolved.items()}
+        return build_schedule(name, **resolved)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise RecipeError(f"recipe schedule {name!r}: {exc}") from None
+
+
+def _hints(fn: Callable) -> dict[str, Any]:
+    import typing
+
+    try:
+        return typing.get_type_hints(fn)
+    except Exception:  # noqa: BLE001 - unresolvable annotations: leave the values as they are
+        return {}
+
+
+def build_model_for(recipe: Recipe, data: ImageData) -> nn.Module:
+    """The recipe's model for ``data`` (its builder is told ``in_channels``, ``num_classes``
+    and ``image_size`` where it takes them and the recipe does not set them), initialized
+    with ``model.init`` (seeded by ``train.seed``) and zero-γ if asked."""
+    spec = recipe.model
+    params = dict(spec.params)
+    accepted = inspect.signature(MODELS.get(spec.name)).parameters
+    channels, height, _ = data.shape
+    for key, value in (("in_channels", channels), ("num_classes", data.num_classes), ("image_size", height)):
+        if key in accepted and key not in params:
+            params[key] = value
+    try:
+        model = build_model(spec.name, **params)
+        if spec.init:
+            initialize(model, spec.init, seed=recipe.train.seed, **spec.init_params)
+    except (TypeError, ValueError) as exc:
+        raise RecipeError(f"recipe model {spec.name!r}: {exc}") from None
+    if spec.zero_gamma:
+        zero_gamma(model)
+    return model
+
+
+def build(recipe: Recipe, data: ImageData | None = None) -> Parts:
+    """Every part of a run of ``recipe``; ``data`` replaces loading ``recipe.data.name``
+    (the caller's object is not changed). Seeds torch's and Python's global RNGs with
+    ``train.seed`` first, so the same recipe builds the same parts."""
+    train, data_cfg, optim_cfg, loss_cfg = recipe.train, recipe.data, recipe.optim, recipe.loss
+    if train.threads:
+        torch.set_num_threads(train.threads)
+    torch.manual_seed(train.seed)
+    random.seed(train.seed)
+    if data is None:
+        data = load_dataset(data_cfg.name, data_cfg.data_dir, data_cfg.val_size, train.seed)
+    if data_cfg.train_subset:
+        n = data_cfg.train_subset
+        data = dataclasses.replace(data, train_x=data.train_x[:n], train_y=data.train_y[:n])
+    batch_size = data_cfg.batch_size
+    steps_per_epoch = len(data.train_y) // batch_size
+    if steps_per_epoch < 1:
+        raise RecipeError(f"recipe data.batch_size ({batch_size}) must be <= the {len(data.train_y)} training examples")
+
+    model = build_model_for(recipe, data)
+    runtime = resolve_runtime(train.device, train.precision, train.channels_last, model)
+    model.to(runtime.device, memory_format=torch.channels_last if runtime.channels_last else torch.preserve_format)
+    try:
+        inputs = InputPipeline.for_data(data, runtime.device, standardize=data_cfg.standardize, log1p=data_cfg.log1p,
+                                        augment=data_cfg.augment, channels_last=runtime.channels_last)
+    except (KeyError, ValueError, TypeError) as exc:
+        raise RecipeError(f"recipe data.augment: {exc}") from None
+
+    total_steps = train.epochs * steps_per_epoch
+    base_lr = linear_scaling(optim_cfg.lr, batch_size, optim_cfg.base_batch_size) if optim_cfg.base_batch_size else optim_cfg.lr
+    groups = param_groups(model, optim_cfg.weight_decay, optim_cfg.no_bias_decay)
+    optimizer = build_optimizer(optim_cfg.name, groups, lr=base_lr, momentum=optim_cfg.momentum, betas=tuple(optim_cfg.betas))
+    sched_cfg = recipe.schedule
+    schedule = resolve_schedule(sched_cfg.name, dict(sched_cfg.params), base_lr, steps_per_epoch, total_steps)
+    try:
+        plateau = PlateauController(max(base_lr, 1e-12), **sched_cfg.plateau) if sched_cfg.plateau else None
+    except (TypeError, ValueError) as exc:
+        raise RecipeError(f"recipe schedule.plateau: {exc}") from None
+
+    mixer = None
+    if loss_cfg.mixup_alpha > 0 or loss_cfg.cutmix_alpha > 0:
+        mixer = MixUpCutMix(data.num_classes, loss_cfg.mixup_alpha, loss_cfg.cutmix_alpha, loss_cfg.mix_prob,
+                            label_smoothing=loss_cfg.label_smoothing, seed=train.seed + 1)
+    # the mixer smooths its soft targets itself; smoothing them again would count eps twice
+    smoothing = 0.0 if mixer is not None else loss_cfg.label_smoothing
+    callbacks: list[Any] = []
+    if train.doctor_every:
+        from trickbag.doctor.monitor import DoctorMonitor
+
+        callbacks.append(DoctorMonitor(train.doctor_every))  # writes <run dir>/doctor.jsonl
+    return Parts(
+        recipe=recipe, data=data, model=model, forward=torch.compile(model) if train.compile else model,
+        runtime=runtime, inputs=inputs, optimizer=optimizer, schedule=schedule,
+        lr_driver=attach(optimizer, schedule, plateau=plateau), scaler=runtime.grad_scaler(),
+        loss_fn=functools.partial(soft_target_cross_entropy, label_smoothing=smoothing),
+        batch_size=batch_size, steps_per_epoch=steps_per_epoch, total_steps=total_steps, base_lr=base_lr,
+        ema=build_ema(model, train.ema_decay, train.ema_warmup) if train.ema_decay else None,
+        mixer=mixer, callbacks=callbacks,
+    )

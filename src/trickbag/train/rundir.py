@@ -1,0 +1,108 @@
+"""A run directory's guards: one writer at a time, never a silent overwrite, no litter.
+
+* ``RunLock(out)``: an exclusive ``flock`` on ``out/.lock`` (holding the owner's pid and
+  host), taken before anything is written and released on exit. The kernel drops the
+  lock when its process dies, so a lock left by a killed run is stale by construction
+  and the next run takes it; a live one makes the second ``trickbag train`` refuse.
+* ``run_artifacts(out)``: what a previous run left there (``config.yaml``,
+  ``metrics.jsonl``, ``checkpoints/``, ...): a new run refuses such a directory unless
+  told to ``--resume`` it or ``--overwrite`` it (``clear_run``).
+* ``remove_partial_writes(folder)``: the ``*.tmp`` files a kill during an atomic write
+  leaves behind.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+from pathlib import Path
+from types import TracebackType
+
+from trickbag.train.errors import RunDirError
+
+__all__ = ["RunLock", "run_artifacts", "clear_run", "remove_partial_writes", "RUN_FILES"]
+
+#: what ``trickbag train`` writes into a run directory
+RUN_FILES = ("config.yaml", "metrics.jsonl", "summary.json", "doctor.jsonl", "checkpoints", "tensorboard")
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX: no lock, said in RunLock's docstring
+    fcntl = None  # type: ignore[assignment]
+
+
+class RunLock:
+    """Exclusive lock on a run directory (see the module docstring); a context manager.
+
+    Raises ``RunDirError`` naming the other process's pid when the lock is held. On a
+    platform without ``fcntl`` (Windows) no lock is taken.
+    """
+
+    def __init__(self, out: str | os.PathLike) -> None:
+        self.path = Path(out) / ".lock"
+        self.fd: int | None = None
+
+    def __enter__(self) -> RunLock:
+        if fcntl is None:
+            return self
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                owner = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+                os.close(fd)
+                raise RunDirError(f"{self.path.parent} is in use by another trickbag run ({owner}); wait for it to end, "
+                                  "or choose another --out") from None
+            # the holder may have removed the file between our open and flock: lock the file that is there
+            try:
+                same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+        self.fd = fd
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        if self.fd is None:
+            return
+        try:
+            self.path.unlink(missing_ok=True)
+        finally:
+            os.close(self.fd)  # closing drops the flock
+            self.fd = None
+
+
+def run_artifacts(out: str | os.PathLike) -> list[str]:
+    """The files and folders of a previous run in ``out`` (empty: a fresh directory)."""
+    out = Path(out)
+    return [name for name in RUN_FILES if (out / name).exists()]
+
+
+def clear_run(out: str | os.PathLike) -> None:
+    """Remove a previous run's files from ``out`` (only ``RUN_FILES``: nothing else a user
+    keeps there is touched)."""
+    out = Path(out)
+    for name in RUN_FILES:
+        target = out / name
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        elif target.exists() or target.is_symlink():
+            target.unlink()
+
+
+def remove_partial_writes(folder: str | os.PathLike) -> list[str]:
+    """Delete ``*.tmp`` files (atomic writes a kill interrupted) in ``folder``; returns their names."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = []
+    for path in folder.glob("*.tmp"):
+        path.unlink(missing_ok=True)
+        removed.append(path.name)
+    return sorted(removed)
