@@ -196,7 +196,7 @@ def test_trainer_writes_doctor_jsonl_and_resume_keeps_it_consistent(small_data, 
 def test_read_run_errors_name_the_problem(tmp_path):
     with pytest.raises(FileNotFoundError, match="not a directory"):
         read_run(tmp_path / "nope")
-    with pytest.raises(FileNotFoundError, match="neither doctor.jsonl nor metrics.jsonl"):
+    with pytest.raises(FileNotFoundError, match="no doctor.jsonl, metrics.jsonl or summary.json"):
         read_run(tmp_path)
     (tmp_path / "doctor.jsonl").write_text('{"step": 0}\n{"step": 5, "los')
     with pytest.raises(ValueError, match="line 2 is not JSON"):

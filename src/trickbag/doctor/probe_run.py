@@ -58,7 +58,7 @@ def probe(recipe: Recipe, steps: int = 300, every: int = 10, out: str | Path | N
     try:
         summary = trainer.fit()
     except DivergedError as exc:  # a probe of a diverging recipe is a finding, not a failure
-        summary = exc.summary or {"steps": trainer.step, "stopped": f"diverged: {exc}"}
+        summary = exc.summary or {"steps": trainer.step, "stopped": f"diverged: {exc.reason}"}
     epochs = list(monitor.epochs)
     if len(trainer.data.val_y) and trainer.batch_in_epoch:  # stopped inside an epoch: measure its part too
         val = trainer.evaluate(trainer.data.val_x, trainer.data.val_y)

@@ -35,8 +35,8 @@ def read_run(run_dir: str | Path) -> tuple[list[dict[str, Any]], list[dict[str, 
     if not run.is_dir():
         raise FileNotFoundError(f"RUN_DIR {run} is not a directory (expected a folder written by trickbag train)")
     doctor, metrics = run / "doctor.jsonl", run / "metrics.jsonl"
-    if not doctor.is_file() and not metrics.is_file():
-        raise FileNotFoundError(f"RUN_DIR {run} has neither doctor.jsonl nor metrics.jsonl; is it a trickbag run directory?")
+    if not doctor.is_file() and not metrics.is_file() and not (run / "summary.json").is_file():
+        raise FileNotFoundError(f"RUN_DIR {run} has no doctor.jsonl, metrics.jsonl or summary.json; is it a trickbag run directory?")
     notes = [] if doctor.is_file() else [NO_MONITOR_NOTE]
     records = _read_jsonl(doctor) if doctor.is_file() else []
     epochs = _read_jsonl(metrics) if metrics.is_file() else []

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["TrainingError", "RunDirError", "ResumeError", "DivergedError", "NonFiniteLossError", "RunWriteError"]
+__all__ = ["DIVERGENCE_ADVICE", "TrainingError", "RunDirError", "ResumeError", "DivergedError", "NonFiniteLossError", "RunWriteError"]
 
 
 class TrainingError(RuntimeError):
@@ -34,8 +34,17 @@ class ResumeError(TrainingError):
     exit_code = 2
 
 
+DIVERGENCE_ADVICE = ("Try: a lower optim.lr (e.g. /10), a warmup (schedule.params.warmup_steps=1ep), gradient clipping "
+                     "(optim.clip_norm=5), or precision=fp32; `trickbag doctor RUN_DIR` shows where it went wrong.")
+
+
 class DivergedError(TrainingError):
-    """Training diverged: the loss rose far above its start or the evaluation was not finite."""
+    """Training diverged: the loss rose far above its start or the evaluation was not finite.
+    ``reason`` is the evidence alone; the message adds what to try."""
+
+    def __init__(self, reason: str, summary: dict[str, Any] | None = None) -> None:
+        super().__init__(f"{reason}; training diverged. {DIVERGENCE_ADVICE}", summary)
+        self.reason = reason
 
 
 class NonFiniteLossError(DivergedError):

@@ -155,8 +155,7 @@ class Trainer:
             self.nonfinite += 1
             if self.nonfinite >= self.recipe.train.nan_patience:
                 raise NonFiniteLossError(
-                    f"the loss was not finite ({value}) {self.nonfinite} times (step {self.step}, lr {self.current_lr:.4g}); "
-                    f"training diverged. {_ADVICE}")
+                    f"the loss was not finite ({value}) {self.nonfinite} times (step {self.step}, lr {self.current_lr:.4g})")
             return value
         self._check_divergence(value)
         self.scaler.scale(loss).backward()
@@ -188,7 +187,7 @@ class Trainer:
             if self.above >= self.recipe.train.nan_patience:
                 raise DivergedError(
                     f"the loss rose from {start:.4g} at the start to {loss:.4g} (> {factor:g}x) and stayed there for "
-                    f"{self.above} steps (step {self.step}, lr {self.current_lr:.4g}); training diverged. {_ADVICE}")
+                    f"{self.above} steps (step {self.step}, lr {self.current_lr:.4g})")
         else:
             self.above = 0
 
@@ -391,7 +390,7 @@ class Trainer:
             with self._sigint_checkpoint():
                 self._epochs(history_test)
         except DivergedError as exc:
-            self.stop_reason = f"diverged: {exc}"
+            self.stop_reason = f"diverged: {exc.reason}"
             summary = self._summary(time.perf_counter() - wall0, resumed, history_test, evaluate=False)
             for cb in self.callbacks:
                 cb.on_fit_end(self, summary)
@@ -453,8 +452,8 @@ class Trainer:
             val = self.evaluate(self.data.val_x, self.data.val_y)
             metrics.update(val_loss=val["loss"], val_acc=val["acc"])
             if not math.isfinite(val["loss"]):
-                raise DivergedError(f"the validation loss is not finite after epoch {self.epoch} ({val['loss']}); "
-                                    f"the weights hold inf/NaN. {_ADVICE}")
+                raise DivergedError(f"the validation loss is not finite after epoch {self.epoch} ({val['loss']}): "
+                                    "the weights hold inf/NaN")
             if val["acc"] > self.best_val_acc:
                 self.best_val_acc, self.best_epoch, self.bad_evals, is_best = val["acc"], self.epoch, 0, True
             else:
@@ -505,10 +504,6 @@ class Trainer:
         }
         write_json(self.out / "summary.json", summary)
         return summary
-
-
-_ADVICE = ("Try: a lower optim.lr (e.g. /10), a warmup (schedule.params.warmup_steps=1ep), gradient clipping "
-           "(optim.clip_norm=5), or precision=fp32; `trickbag doctor RUN_DIR` shows where it went wrong.")
 
 
 def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:

@@ -1,0 +1,134 @@
+"""kill -9 for real: ``trickbag train`` in a subprocess, SIGKILLed at several points, then
+``--resume``; the result must equal an uninterrupted run with the same seed, bit for bit, and
+no damaged checkpoint may ever be chosen.
+
+The kill points are reached through a small driver that wraps ``trickbag.cli.main``: it
+parks the process (writes a marker file, then sleeps) at a chosen training step, or in the
+middle of writing a chosen checkpoint (after part of the file is on disk), where the test
+kills it. Nothing in trickbag knows about this.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.conftest import DATA_ARGS
+from trickbag.train.checkpoint import load_checkpoint
+
+# 1000 images, batches of 100: 10 steps an epoch, 3 epochs
+TINY = [*DATA_ARGS, "--set", "data.train_subset=1000", "--set", "data.val_size=200", "--set", "data.batch_size=100",
+        "--set", "model.params={widths: [8, 16], depth: 1}", "--set", "train.threads=1", "--set", "train.epochs=3",
+        "--set", "loss.mixup_alpha=0.2", "--set", "train.ema_decay=0.9", "--quiet"]
+
+DRIVER = '''
+import os, sys, time
+import torch
+import trickbag.train.trainer as trainer_module
+
+mode, at, marker = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+
+def park():
+    open(marker, "w").close()
+    time.sleep(600)
+
+if mode == "step":  # park before optimizer step `at`
+    real_step = trainer_module.Trainer.train_step
+    def train_step(self, x, y):
+        if self.step == at:
+            park()
+        return real_step(self, x, y)
+    trainer_module.Trainer.train_step = train_step
+elif mode == "save":  # park halfway through writing the checkpoint of epoch `at`
+    real_save = torch.save
+    def save(obj, f, *args, **kwargs):
+        if isinstance(obj, dict) and obj.get("epoch") == at and obj.get("batch_in_epoch") == 0:
+            f.write(b"PK\\x03\\x04 half a checkpoint")
+            f.flush()
+            park()
+        return real_save(obj, f, *args, **kwargs)
+    torch.save = save
+
+from trickbag.cli import main
+sys.argv = ["trickbag", *sys.argv[4:]]
+main()
+'''
+
+
+def train(out: Path, *extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "trickbag.cli", "train", "--out", str(out), *TINY, *extra],
+                          capture_output=True, text=True, timeout=300)
+
+
+def killed_run(tmp_path: Path, out: Path, mode: str, at: int) -> None:
+    driver = tmp_path / "driver.py"
+    driver.write_text(DRIVER)
+    marker = tmp_path / f"parked-{mode}-{at}"
+    proc = subprocess.Popen([sys.executable, str(driver), mode, str(at), str(marker), "train", "--out", str(out), *TINY],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not marker.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"the run never reached {mode} {at}: {proc.communicate()}")
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+
+
+def metrics(out: Path) -> list[dict]:
+    timing = ("time_s", "train_time_s", "images_per_s")
+    return [{k: v for k, v in json.loads(line).items() if k not in timing} for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def final_weights(out: Path) -> dict[str, torch.Tensor]:
+    state = load_checkpoint(out / "checkpoints" / "epoch_0003.pt")
+    return {**state["model"], **{f"ema.{k}": v for k, v in state["ema"].items()}}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    out = tmp_path_factory.mktemp("kill") / "full"
+    result = train(out)
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+@pytest.mark.parametrize("mode,at", [("step", 14), ("save", 2), ("step", 20)],
+                         ids=["mid-epoch-2", "while-writing-epoch-2-checkpoint", "first-step-of-epoch-3"])
+def test_a_killed_run_resumes_to_the_same_result(tmp_path, uninterrupted, mode, at):
+    out = tmp_path / "run"
+    killed_run(tmp_path, out, mode, at)
+    leftovers = list((out / "checkpoints").glob("*.tmp"))
+    if mode == "save":
+        assert leftovers, "the kill was meant to leave a partial checkpoint write"
+    resumed = train(out, "--resume", "--json")
+    assert resumed.returncode == 0, resumed.stderr
+    summary = json.loads(resumed.stdout)
+    newest_whole = {14: "epoch_0001.pt", 2: "epoch_0001.pt", 20: "epoch_0002.pt"}[at]
+    assert summary["resumed_from"] == newest_whole and summary["epochs"] == 3
+    assert not list((out / "checkpoints").glob("*.tmp"))
+    if leftovers:
+        assert "removed unfinished checkpoint writes" in resumed.stderr
+    full, mine = final_weights(uninterrupted), final_weights(out)
+    assert full.keys() == mine.keys()
+    for key in full:
+        assert torch.equal(full[key], mine[key]), key
+    assert metrics(out) == metrics(uninterrupted)
+
+
+def test_a_run_killed_before_its_first_checkpoint_cannot_resume_and_says_how_to_restart(tmp_path):
+    out = tmp_path / "run"
+    killed_run(tmp_path, out, "step", 3)
+    resumed = train(out, "--resume")
+    assert resumed.returncode == 2 and "no checkpoint to continue from" in resumed.stderr and "--overwrite" in resumed.stderr
+    again = train(out, "--overwrite", "--json")
+    assert again.returncode == 0 and json.loads(again.stdout)["epochs"] == 3
