@@ -46,6 +46,14 @@ if mode == "step":  # park before optimizer step `at`
             park()
         return real_step(self, x, y)
     trainer_module.Trainer.train_step = train_step
+elif mode == "slow":  # from step `at` on, each step takes 0.3 s longer (time for a Ctrl-C to land mid-epoch)
+    real_step = trainer_module.Trainer.train_step
+    def train_step(self, x, y):
+        if self.step >= at:
+            open(marker, "w").close()
+            time.sleep(0.3)
+        return real_step(self, x, y)
+    trainer_module.Trainer.train_step = train_step
 elif mode == "save":  # park halfway through writing the checkpoint of epoch `at`
     real_save = torch.save
     def save(obj, f, *args, **kwargs):
@@ -67,11 +75,12 @@ def train(out: Path, *extra: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=300)
 
 
-def killed_run(tmp_path: Path, out: Path, mode: str, at: int) -> None:
+def run_until(tmp_path: Path, out: Path, mode: str, at: int, *extra: str) -> subprocess.Popen:
+    """Start ``trickbag train`` through the driver; return once it reached ``mode`` ``at``."""
     driver = tmp_path / "driver.py"
     driver.write_text(DRIVER)
     marker = tmp_path / f"parked-{mode}-{at}"
-    proc = subprocess.Popen([sys.executable, str(driver), mode, str(at), str(marker), "train", "--out", str(out), *TINY],
+    proc = subprocess.Popen([sys.executable, str(driver), mode, str(at), str(marker), "train", "--out", str(out), *TINY, *extra],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while not marker.exists():
@@ -79,6 +88,11 @@ def killed_run(tmp_path: Path, out: Path, mode: str, at: int) -> None:
             proc.kill()
             pytest.fail(f"the run never reached {mode} {at}: {proc.communicate()}")
         time.sleep(0.05)
+    return proc
+
+
+def killed_run(tmp_path: Path, out: Path, mode: str, at: int) -> None:
+    proc = run_until(tmp_path, out, mode, at)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     assert proc.returncode == -signal.SIGKILL
@@ -132,3 +146,48 @@ def test_a_run_killed_before_its_first_checkpoint_cannot_resume_and_says_how_to_
     assert resumed.returncode == 2 and "no checkpoint to continue from" in resumed.stderr and "--overwrite" in resumed.stderr
     again = train(out, "--overwrite", "--json")
     assert again.returncode == 0 and json.loads(again.stdout)["epochs"] == 3
+
+
+def test_ctrl_c_exits_130_with_a_summary_and_resumes_to_the_same_result(tmp_path, uninterrupted):
+    out = tmp_path / "run"
+    proc = run_until(tmp_path, out, "slow", 13, "--json")
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    summary = json.loads(stdout)
+    assert summary["stopped"].startswith("interrupted (Ctrl-C)") and 13 <= summary["steps"] < 20
+    assert (out / "checkpoints" / "interrupt.pt").is_file()
+    resumed = train(out, "--resume", "--json")
+    assert resumed.returncode == 0 and json.loads(resumed.stdout)["resumed_from"] == "interrupt.pt"
+    full, mine = final_weights(uninterrupted), final_weights(out)
+    assert all(torch.equal(full[k], mine[k]) for k in full)
+    assert metrics(out) == metrics(uninterrupted)
+
+
+def test_a_second_ctrl_c_stops_at_once_with_130(tmp_path):
+    out = tmp_path / "run"
+    proc = run_until(tmp_path, out, "slow", 13)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "interrupted twice" in stderr and "Traceback" not in stderr, stderr
+    assert not (out / ".lock").exists()
+    resumed = train(out, "--resume", "--json")
+    assert resumed.returncode == 0 and json.loads(resumed.stdout)["resumed_from"] == "epoch_0001.pt"
+
+
+def test_a_diverging_run_exits_1_and_json_still_prints_the_summary(tmp_path):
+    result = train(tmp_path / "run", "--set", "optim.lr=1000", "--json")
+    assert result.returncode == 1 and "training diverged" in result.stderr and "Traceback" not in result.stderr
+    summary = json.loads(result.stdout, parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}"))
+    assert summary["diverged"] is True and summary["stopped"].startswith("diverged: ")
+    doctor = subprocess.run([sys.executable, "-m", "trickbag.cli", "doctor", str(tmp_path / "run"), "--json"],
+                            capture_output=True, text=True, timeout=120)
+    assert doctor.returncode == 0 and json.loads(doctor.stdout)["findings"][0]["code"] == "diverged"
+
+
+def test_resume_and_overwrite_together_are_refused(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "trickbag.cli", "train", "--out", str(tmp_path), "--resume", "--overwrite"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "give one of them" in result.stderr
