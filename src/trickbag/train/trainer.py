@@ -50,14 +50,7 @@ from trickbag.recipes.config import Recipe, to_dict
 from trickbag.rng import rng_state, set_rng_state
 from trickbag.train.callbacks import Callback, ConsoleProgress, JsonlLogger, TensorBoardLogger
 from trickbag.train.checkpoint import newest_loadable, prune, save_atomic
-from trickbag.train.errors import (
-    DivergedError,
-    NonFiniteLossError,
-    ResumeError,
-    RunDirError,
-    RunWriteError,
-    TrainingError,
-)
+from trickbag.train.errors import DivergedError, NonFiniteLossError, ResumeError, RunDirError, RunWriteError, TrainingError
 from trickbag.train.rundir import RunLock, clear_run, remove_partial_writes, run_artifacts
 
 if TYPE_CHECKING:
