@@ -21,7 +21,6 @@ import argparse
 import json
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -42,8 +41,7 @@ def main() -> None:
     ap.add_argument("--block-steps", type=int, default=20)
     args = ap.parse_args()
     data = benchmark_data(val_size=500)
-    trainer = Trainer(load("fashion-mnist", ["train.checkpoint=false"]), out=tempfile.mkdtemp(prefix="bench-doctor-"),
-                      quiet=True, data=data)
+    trainer = Trainer(load("fashion-mnist", ["train.checkpoint=false"]), quiet=True, data=data)  # steps only: nothing is written
     bs, n = trainer.batch_size, len(trainer.data.train_y)
     times: dict[str, list[float]] = {"off": [], "on, unmonitored": [], "monitored": []}
     for block in range(args.blocks):
