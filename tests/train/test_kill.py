@@ -131,7 +131,7 @@ def test_a_killed_run_resumes_to_the_same_result(tmp_path, uninterrupted, mode, 
     assert summary["resumed_from"] == newest_whole and summary["epochs"] == 3
     assert not list((out / "checkpoints").glob("*.tmp"))
     if leftovers:
-        assert "removed unfinished checkpoint writes" in resumed.stderr
+        assert "removed unfinished writes" in resumed.stderr
     full, mine = final_weights(uninterrupted), final_weights(out)
     assert full.keys() == mine.keys()
     for key in full:
@@ -191,3 +191,13 @@ def test_resume_and_overwrite_together_are_refused(tmp_path):
     result = subprocess.run([sys.executable, "-m", "trickbag.cli", "train", "--out", str(tmp_path), "--resume", "--overwrite"],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and "give one of them" in result.stderr
+
+
+def test_a_data_dir_without_the_data_is_an_error_and_the_summary_records_the_source(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    refused = train(tmp_path / "run", "--data-dir", str(empty))
+    assert refused.returncode == 2 and f"data_dir {empty}" in refused.stderr and "Traceback" not in refused.stderr
+    assert not (tmp_path / "run").exists()
+    done = train(tmp_path / "ok", "--set", "train.epochs=1", "--json")
+    assert done.returncode == 0 and json.loads(done.stdout)["data"]["source"] in ("generated", "/usr/share/datasets/fashion-mnist")

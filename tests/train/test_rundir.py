@@ -272,7 +272,7 @@ def test_unfinished_checkpoint_writes_are_removed(tmp_path, small_data, capfd):
     leftover.write_bytes(b"half a checkpoint")
     capfd.readouterr()
     Trainer(recipe(), out=out, quiet=True, data=small_data).fit(resume=True)
-    assert not leftover.exists() and "removed unfinished checkpoint writes epoch_0002.pt.k3j4.tmp" in capfd.readouterr().err
+    assert not leftover.exists() and "removed unfinished writes epoch_0002.pt.k3j4.tmp" in capfd.readouterr().err
     assert not list((out / "checkpoints").glob("*.tmp"))
 
 

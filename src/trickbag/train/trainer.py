@@ -336,9 +336,9 @@ class Trainer:
     def _open_run(self, resume: bool, overwrite: bool) -> None:
         """Check ``out`` and load the checkpoint (resume) before anything is written."""
         found = run_artifacts(self.out)
-        removed = remove_partial_writes(self.out / "checkpoints")
+        removed = remove_partial_writes(self.out) + remove_partial_writes(self.out / "checkpoints")
         if removed:
-            print(f"note: removed unfinished checkpoint writes {', '.join(removed)} (a run was killed while saving)",
+            print(f"note: removed unfinished writes {', '.join(removed)} (a run was killed while saving)",
                   file=sys.stderr, flush=True)
         if resume:
             self.resume()
