@@ -79,11 +79,24 @@ def test_cutmix_lambda_is_the_pasted_area():
     x = torch.arange(9, dtype=torch.float32).view(9, 1, 1, 1).expand(9, 1, 20, 20).clone()
     y = torch.arange(9)
     out, q, lam = cutmix(x, y, 9, alpha=1.0, generator=g)
-    own = (out == x).float().mean(dim=(1, 2, 3))
+    # image i is the constant i, so every pixel of out[i] names its source: i, or its partner
+    pasted = out != x  # (9, 1, 20, 20): where out[i] shows another image
+    mixed = [i for i in range(9) if pasted[i].any()]
+    assert 0 < 1 - lam < 1 and len(mixed) >= 5  # a real box, pasted into most images (seed 3: all 9, lam 0.75)
+    box = pasted[mixed[0]]
     for i in range(9):
-        partner_pixels = 1 - float(own[i])
-        if partner_pixels > 0:
-            assert partner_pixels == pytest.approx(1 - lam, abs=1e-6)
+        partners = out[i][pasted[i]].unique()
+        if i in mixed:
+            assert torch.equal(pasted[i], box)  # the same box in every mixed image
+            assert float(pasted[i].float().mean()) == pytest.approx(1 - lam, abs=1e-6)
+            assert len(partners) == 1
+            partner = int(partners[0])
+        else:
+            partner = i  # paired with itself: the box holds its own pixels
+        expected = torch.zeros(9)
+        expected[i] += lam
+        expected[partner] += 1 - lam
+        assert torch.allclose(q[i], expected, atol=1e-6), i
     assert torch.allclose(q.sum(1), torch.ones(9))
 
 
@@ -99,4 +112,10 @@ def test_distillation_formula():
     assert float(distillation_loss(s, s, y, alpha=1.0)) == pytest.approx(0.0, abs=1e-6)
     with pytest.raises(ValueError, match="temperature must be > 0"):
         distillation_loss(s, t, y, temperature=0)
-    assert math.isfinite(float(distillation_loss(s, t, y, temperature=20)))
+    # Bag of Tricks' T = 20: still the formula above, and finite
+    T = 20.0
+    pt = torch.softmax(t / T, 1)
+    kl = (pt * (pt.log() - torch.log_softmax(s / T, 1))).sum(1).mean()
+    expected = (1 - 0.5) * F.cross_entropy(s, y) + 0.5 * T * T * kl
+    value = float(distillation_loss(s, t, y, temperature=20))
+    assert math.isfinite(value) and value == pytest.approx(float(expected), rel=1e-5)

@@ -109,8 +109,10 @@ def inspect_init(model: nn.Module, batch: torch.Tensor, bins: int = 40) -> list[
         model(batch)
     stats = []
     for name, module in layers:
-        w = module.weight.detach().float()
-        out = outputs[id(module)]
+        # float64 statistics: a float32 sum of large but finite values overflows (weights of std 1e37,
+        # outputs of std 1e36), and a finite layer would read as non-finite
+        w = module.weight.detach().double()
+        out = outputs[id(module)].double()
         finite = w[torch.isfinite(w)].flatten().cpu()
         counts, edges = torch.histogram(finite if finite.numel() else torch.zeros(1), bins=bins)
         stats.append(LayerStats(

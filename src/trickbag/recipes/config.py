@@ -262,6 +262,8 @@ def load(name_or_path: str = "fashion-mnist", overrides: list[str] | None = None
         data = load_yaml(text, what)
     except YamlError as exc:
         raise RecipeError(str(exc)) from None
+    if data is not None and not isinstance(data, dict):
+        raise RecipeError(f"{what} must be a mapping of sections (data, model, optim, ...), got {data!r}")
     return from_dict(apply_overrides({} if data is None else data, overrides or []))
 
 

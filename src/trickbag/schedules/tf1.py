@@ -98,6 +98,10 @@ class ExponentialDecay(_TimeDecay):
         decay_rate: multiplier per ``decay_steps`` (> 0).
         staircase: floor the exponent.
 
+    A growing lr (``decay_rate > 1``) that leaves the float range is ``inf``, as TF's float
+    arithmetic gives, whether the power or the product overflows (Python's float power
+    would raise instead).
+
     Example: ``exponential_decay(0.1, 100_000, 0.96, staircase=True)(250_000) == 0.1 * 0.96**2``.
     Reference: ``tf.compat.v1.train.exponential_decay``.
     """
@@ -109,7 +113,11 @@ class ExponentialDecay(_TimeDecay):
         check_range("decay_rate", self.decay_rate, 0.0, math.inf, low_open=True)  # 0 ** 0 = 1, then 0
 
     def _value(self, step: float) -> float:
-        return self.learning_rate * self.decay_rate ** _progress(step, self.decay_steps, self.staircase)
+        try:
+            factor = self.decay_rate ** _progress(step, self.decay_steps, self.staircase)
+        except OverflowError:
+            factor = math.inf
+        return self.learning_rate * factor if self.learning_rate else 0.0
 
 
 @register("inverse_time_decay")
