@@ -135,8 +135,8 @@ def schedule_cmd(
     table = Table()
     table.add_column("step", justify="right")
     table.add_column("lr", justify="right")
-    for s in shown:
-        table.add_row(str(s), f"{values[s]:.6g}")
+    for step in shown:
+        table.add_row(str(step), f"{values[step]:.6g}")
     console = _console()
     console.print(repr(sched), soft_wrap=True, highlight=False)
     console.print(table)
@@ -202,10 +202,10 @@ def inspect_init_cmd(
         net_params = {"depth": depth, "width": width, "activation": activation}
         builder(**net_params)  # bad parameters fail here, before any init runs
         reports = compare_inits(lambda: builder(**net_params), init or DEFAULT_INITS, seed=seed, batch_size=batch_size)
-    path = plot_init({r.label: r.layers for r in reports}, plot, f"{model} depth={depth} width={width} {activation}") if plot else None
+    path = plot_init({report.label: report.layers for report in reports}, plot, f"{model} depth={depth} width={width} {activation}") if plot else None
     if as_json:
         _print_json({"model": model, "depth": depth, "width": width, "activation": activation,
-                     "inits": {r.label: r.to_dict() for r in reports}, "plot": path})
+                     "inits": {report.label: report.to_dict() for report in reports}, "plot": path})
         return
     _print_init_tables(reports, path)
 
@@ -341,8 +341,8 @@ def find_lr_cmd(
     from rich.table import Table
 
     table = Table("rule", "lr", "reason")
-    for name, s in suggestions.items():
-        table.add_row(("* " if name == chosen.rule else "  ") + name, f"{s.lr:.3g}", s.reason)
+    for name, suggestion in suggestions.items():
+        table.add_row(("* " if name == chosen.rule else "  ") + name, f"{suggestion.lr:.3g}", suggestion.reason)
     console = _console()
     console.print(table)
     console.print(f"{len(result.lrs)} updates; {result.stopped}")
@@ -419,7 +419,7 @@ def doctor_cmd(
     failed = fail_on is not None and any(SEVERITIES.index(f.severity) >= SEVERITIES.index(fail_on) for f in findings)
     if as_json:
         _print_json({"run": str(folder), "findings": [f.to_dict() for f in findings], "notes": notes, "report": str(path),
-                     "monitored_steps": sum(1 for r in records if "params" in r), "epochs": len(epochs)})
+                     "monitored_steps": sum(1 for record in records if "params" in record), "epochs": len(epochs)})
     else:
         from rich.table import Table
 
