@@ -8,14 +8,14 @@ import errno
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
 
-from tests.conftest import DATA_ARGS
+from tests.train.driver import run_until, train
 from trickbag.doctor import diagnose, read_outcome, read_run
 from trickbag.recipes import build, load
 from trickbag.train import (
@@ -122,21 +122,18 @@ def test_a_stale_lock_left_by_a_killed_run_is_taken_over(tmp_path, small_data):
 
 def test_two_cli_runs_at_once_the_second_refuses(tmp_path):
     out = tmp_path / "run"
-    args = [sys.executable, "-m", "trickbag.cli", "train", "--out", str(out), "--quiet", *DATA_ARGS,
-            "--set", "data.train_subset=3000", "--set", "data.val_size=500", "--set", "data.batch_size=50",
-            "--set", "model.params={widths: [8, 16], depth: 1}", "--set", "train.threads=1", "--set", "train.epochs=3"]
-    first = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = run_until(tmp_path, out, "step", 15)  # parked mid-epoch 2, holding the run directory
     try:
-        deadline = time.monotonic() + 60
-        while not (out / ".lock").exists() and first.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert first.poll() is None, f"the first run ended before the second started: {first.communicate()}"
-        second = subprocess.run(args, capture_output=True, text=True, timeout=120)
+        second = train(out)
+        assert second.returncode == 2 and f"in use by another trickbag run (pid {first.pid} " in second.stderr, second.stderr
+        assert "Traceback" not in second.stderr
+        assert [json.loads(x)["epoch"] for x in (out / "metrics.jsonl").read_text().splitlines()] == [1]
     finally:
-        stdout, stderr = first.communicate(timeout=300)
-    assert second.returncode == 2 and "in use by another trickbag run (pid" in second.stderr, second.stderr
-    assert "Traceback" not in second.stderr
-    assert first.returncode == 0, stderr
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=30)
+    # the kernel dropped the dead run's lock: the run resumes and ends whole, its log unmixed
+    resumed = train(out, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
     assert [json.loads(x)["epoch"] for x in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]
 
 
