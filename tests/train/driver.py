@@ -41,7 +41,7 @@ if mode == "step":  # park before optimizer step `at`
             park()
         return real_step(self, x, y)
     trainer_module.Trainer.train_step = train_step
-elif mode == "slow":  # from step `at` on, each step takes 0.3 s longer (time for a Ctrl-C to land mid-epoch)
+elif mode == "slow":  # from step `at` on, each step takes 1 s longer (time for a Ctrl-C to land mid-epoch)
     real_step = trainer_module.Trainer.train_step
     def train_step(self, x, y):
         if self.step >= at:
