@@ -76,3 +76,70 @@ def test_small_models_and_registry():
         build_model("small_cnn", widht=3)
     with pytest.raises(ValueError, match="variant must be one of"):
         resnet(variant="E")
+
+
+def test_vgg7_is_the_reference_topology():
+    from trickbag.models import vgg7
+
+    for width in (16, 8):
+        model = vgg7(width=width)
+        w = width
+        convs = [(1, w), (w, 2 * w), (2 * w, 2 * w), (2 * w, 4 * w), (4 * w, 4 * w), (4 * w, 8 * w), (8 * w, 8 * w)]
+        expected = sum(9 * a * b for a, b in convs) + sum(2 * b for _, b in convs) + 8 * w * 10 + 10
+        assert sum(p.numel() for p in model.parameters()) == expected  # 292,666 at W = 16
+        found = [(m.in_channels, m.out_channels) for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+        assert found == convs and all(m.bias is None for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+        assert sum(isinstance(m, torch.nn.MaxPool2d) for m in model.modules()) == 3
+        assert model(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+        assert model(torch.randn(2, 1, 16, 16)).shape == (2, 10)  # global pooling: progressive resizing works
+    assert any(isinstance(m, torch.nn.GELU) for m in vgg7(activation="gelu").modules())
+
+
+def test_muon_sgd_groups_match_torch_nesterov_sgd_exactly():
+    from trickbag.optim import Muon
+
+    torch.manual_seed(0)
+    a, b = torch.randn(5, requires_grad=True), None
+    b = a.detach().clone().requires_grad_(True)
+    ours = Muon([{"params": [a]}], lr=0.1, momentum=0.9, weight_decay=1e-2)
+    ref = torch.optim.SGD([b], lr=0.1, momentum=0.9, weight_decay=1e-2, nesterov=True)
+    for step in range(4):
+        g = torch.randn(5, generator=torch.Generator().manual_seed(step))
+        a.grad, b.grad = g.clone(), g.clone()
+        ours.step()
+        ref.step()
+        assert torch.equal(a, b)
+
+
+def test_muon_filter_update_is_an_orthogonalized_step_on_a_norm_fixed_filter():
+    from trickbag.optim import Muon, newton_schulz
+
+    g = torch.randn(8, 3, 3, 3, generator=torch.Generator().manual_seed(1))
+    o = newton_schulz(g.reshape(8, -1)).float()
+    s = torch.linalg.svdvals(o)
+    assert s.min() > 0.5 and s.max() < 1.3  # the quintic iteration lands near 1, not exactly (Jordan et al.)
+    u, _, vh = torch.linalg.svd(g.reshape(8, -1), full_matrices=False)
+    assert torch.nn.functional.cosine_similarity(o.flatten(), (u @ vh).flatten(), dim=0) > 0.95
+    w = torch.randn(8, 3, 3, 3, generator=torch.Generator().manual_seed(2), requires_grad=True)
+    w0 = w.detach().clone()
+    opt = Muon([{"params": [w], "muon": True}], lr=0.05, muon_momentum=0.6)
+    w.grad = g.clone()
+    opt.step()
+    # first step: buffer = g, Nesterov update = g + 0.6 g; the filter is rescaled to norm sqrt(8) first
+    expected = w0 * (8 ** 0.5 / w0.norm()) - 0.05 * newton_schulz((1.6 * g).reshape(8, -1)).view_as(g)
+    assert torch.allclose(w.detach(), expected, atol=1e-6)
+    with pytest.raises(ValueError, match="fewer than 2 dimensions"):
+        Muon([{"params": [torch.zeros(3, requires_grad=True)], "muon": True}], lr=0.1)
+
+
+def test_the_muon_recipe_puts_every_filter_in_the_muon_group_with_its_lr():
+    from trickbag.recipes import build, load
+
+    parts = build(load("fashion-mnist", ["model.name=vgg7", "model.params={}", "optim.name=muon", "optim.lr=0.2", "optim.muon_lr=0.05",
+                                         "schedule.name=constant", "schedule.params={}", "data.train_subset=500"]))
+    groups = parts.optimizer.param_groups
+    filters = [p for g in groups if g["muon"] for p in g["params"]]
+    assert len(filters) == 7 and all(p.dim() == 4 for p in filters)
+    assert all(p.dim() != 4 for g in groups if not g["muon"] for p in g["params"])
+    assert [g["lr"] for g in groups if g["muon"]] == [pytest.approx(0.05)]
+    assert all(g["lr"] == pytest.approx(0.2) for g in groups if not g["muon"])

@@ -16,7 +16,7 @@ from torch import nn
 from trickbag._checks import check_choice, check_positive, check_range
 from trickbag.models.registry import MODELS
 
-__all__ = ["small_cnn", "conv_bn_act", "tf_tutorial_cnn"]
+__all__ = ["small_cnn", "conv_bn_act", "tf_tutorial_cnn", "vgg7"]
 
 
 def conv_bn_act(cin: int, cout: int, kernel: int = 3, stride: int = 1, bn: bool = True, act: type = nn.ReLU, groups: int = 1) -> nn.Sequential:
@@ -81,6 +81,41 @@ def small_cnn(
     if dropout:
         layers.append(nn.Dropout(dropout))
     layers.append(nn.Linear(cin, num_classes))
+    return nn.Sequential(*layers)
+
+
+@MODELS.register("vgg7")
+def vgg7(
+    in_channels: int = 1,
+    num_classes: int = 10,
+    width: int = 16,
+    activation: str = "relu",
+    pool: str = "max",
+) -> nn.Sequential:
+    """Seven 3x3 conv-BN-activation layers at full resolution, VGG style: the right-sized
+    net for 28x28 images (issue #10's reference net, a skilled user's choice).
+
+    Channels, with 2x2 max-pools between the pairs (28 -> 14 -> 7 -> 3)::
+
+        in -> W -> 2W | pool | 2W -> 4W | pool | 4W -> 8W | pool | 8W -> global pool -> linear
+
+    (i.e. convs in->W, W->2W, 2W->2W, 2W->4W, 4W->4W, 4W->8W, 8W->8W). About 16M
+    multiply-adds per 28x28 image at W = 16, 0.3M parameters.
+
+    Args:
+        in_channels, num_classes: input channels and classes.
+        width: W, the first layer's channels (>= 1).
+        activation: ``relu``, ``gelu`` (airbench's choice) or ``silu``.
+        pool: the global pooling before the head, ``max`` or ``avg``.
+    """
+    check_positive("width", width)
+    check_choice("pool", pool, ("max", "avg"))
+    act = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU}[check_choice("activation", activation, ("relu", "gelu", "silu"))]
+    w = int(width)
+    plan = [(in_channels, w), (w, 2 * w), "pool", (2 * w, 2 * w), (2 * w, 4 * w), "pool", (4 * w, 4 * w), (4 * w, 8 * w), "pool",
+            (8 * w, 8 * w)]
+    layers: list[nn.Module] = [nn.MaxPool2d(2) if step == "pool" else conv_bn_act(*step, act=act) for step in plan]
+    layers += [nn.AdaptiveMaxPool2d(1) if pool == "max" else nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8 * w, num_classes)]
     return nn.Sequential(*layers)
 
 

@@ -10,9 +10,10 @@ from torch import nn
 
 from trickbag._checks import check_nonnegative, check_positive
 from trickbag.init.apply import NORM_LAYERS
+from trickbag.optim.muon import Muon, newton_schulz
 from trickbag.registry import Registry
 
-__all__ = ["param_groups", "linear_scaling", "OPTIMIZERS", "build_optimizer", "clip_gradients"]
+__all__ = ["param_groups", "linear_scaling", "OPTIMIZERS", "build_optimizer", "clip_gradients", "Muon", "newton_schulz"]
 
 OPTIMIZERS: Registry = Registry("optimizer")
 
@@ -67,8 +68,29 @@ def _adamw(params, lr: float, betas: tuple[float, float] = (0.9, 0.999), weight_
     return torch.optim.AdamW(params, lr=lr, betas=tuple(betas), weight_decay=weight_decay)
 
 
+@OPTIMIZERS.register("muon")
+def _muon(params, lr: float, momentum: float = 0.9, weight_decay: float = 0.0, muon_lr: float = 0.08,
+          muon_momentum: float = 0.6, **_: Any) -> torch.optim.Optimizer:
+    """Muon on every convolution filter (4-D weight), Nesterov SGD on the rest (head, biases,
+    norm parameters). The filters' group gets ``lr_mult = muon_lr / lr``, so one schedule
+    drives both: the filters' lr is ``muon_lr`` at the schedule's peak."""
+    groups = params if isinstance(params, list) and params and isinstance(params[0], dict) else [{"params": list(params)}]
+    check_positive("muon_lr", muon_lr)
+    out = []
+    for group in groups:
+        filters = [p for p in group["params"] if p.dim() == 4]
+        rest = [p for p in group["params"] if p.dim() != 4]
+        base = {k: v for k, v in group.items() if k != "params"}
+        if filters:
+            out.append({**base, "params": filters, "muon": True, "lr_mult": muon_lr / lr if lr > 0 else 1.0,
+                        "name": f"{base.get('name', 'group')}_filters"})
+        if rest:
+            out.append({**base, "params": rest})
+    return Muon(out, lr=lr, momentum=momentum, muon_momentum=muon_momentum, weight_decay=weight_decay)
+
+
 def build_optimizer(name: str, params: Iterable, lr: float, **kwargs: Any) -> torch.optim.Optimizer:
-    """``OPTIMIZERS[name](params, lr, **kwargs)``: sgd, nesterov (nag), adam, adamw.
+    """``OPTIMIZERS[name](params, lr, **kwargs)``: sgd, nesterov (nag), adam, adamw, muon.
 
     ``params`` may be ``param_groups(...)``; each group's ``weight_decay`` wins over the
     keyword.

@@ -53,6 +53,7 @@ class DataConfig:
     log1p: bool = False  # log(1 + x) before standardizing (seed 001, for heavy-tailed inputs)
     augment: list[dict] = field(default_factory=list)  # [{name: flip}, {name: pad_crop, pad: 2}, ...]
     train_subset: int = 0  # use only the first N training examples (0: all); for quick checks
+    progressive: list[list[int]] = field(default_factory=list)  # [[size, epochs], ...]: train at size x size for that many epochs first, then at full size (progressive resizing)
 
 
 @dataclass
@@ -66,7 +67,7 @@ class ModelConfig:
 
 @dataclass
 class OptimConfig:
-    name: str = "nesterov"  # sgd | nesterov | adam | adamw
+    name: str = "nesterov"  # sgd | nesterov | adam | adamw | muon (Muon on conv filters, Nesterov on the rest)
     lr: float = 0.1  # peak learning rate (per base_batch_size examples if that is set)
     base_batch_size: int = 0  # >0: linear scaling rule, lr * batch_size / base_batch_size
     momentum: float = 0.9
@@ -75,6 +76,8 @@ class OptimConfig:
     no_bias_decay: bool = True  # biases and norm parameters get no weight decay (Bag of Tricks 3.1)
     clip_norm: float = 0.0  # >0: clip the global gradient norm (seed 001: 15; 5 for LSTMs)
     clip_value: float = 0.0  # >0: clip each gradient element
+    muon_lr: float = 0.08  # muon only: the filters' lr at the schedule's peak (orthogonalized updates, norm-fixed filters)
+    muon_momentum: float = 0.6  # muon only: the filters' Nesterov momentum (airbench94_muon)
 
 
 @dataclass
@@ -104,6 +107,7 @@ class TrainConfig:
     ema_decay: float = 0.0  # EMA of weights and buffers; 0 disables
     ema_warmup: bool = True  # decay_t = min(decay, (1 + n) / (10 + n))
     tta_flip: bool = False  # average predictions with the mirrored image at evaluation
+    tta_translate: int = 0  # >0: also the image shifted diagonally by this many pixels each way (airbench's TTA)
     early_stopping: int = 0  # stop after N evaluations without validation improvement (0: never)
     nan_patience: int = 10  # stop after N non-finite losses (each skips its step), or N steps in a row above diverge_factor
     diverge_factor: float = 100.0  # a loss above this many times its start (mean of the first 10 steps) is divergence; 0: off
@@ -135,18 +139,28 @@ class Recipe:
         return self
 
 
+def _check_progressive(key: str, plan: list) -> None:
+    """``[[size, epochs], ...]`` with size >= 8 pixels and epochs >= 1."""
+    for i, entry in enumerate(plan):
+        if len(entry) != 2:
+            raise ValueError(f"{key}[{i}] must be [size, epochs], got {entry!r}")
+        check_range(f"{key}[{i}] size", entry[0], 8, 4096)
+        check_positive(f"{key}[{i}] epochs", entry[1])
+
+
 _unit = partial(check_range, low=0.0, high=1.0)
 _unit_open = partial(check_range, low=0.0, high=1.0, high_open=True)
 #: (key, check(key, value)) for every key with a range beyond its type
 _RANGE_CHECKS = [
     ("data.val_size", check_nonnegative), ("data.batch_size", check_positive), ("data.eval_batch_size", check_positive),
-    ("data.train_subset", check_nonnegative),
+    ("data.train_subset", check_nonnegative), ("data.progressive", _check_progressive),
     ("optim.lr", check_nonnegative), ("optim.momentum", _unit_open), ("optim.weight_decay", check_nonnegative),
     ("optim.base_batch_size", check_nonnegative), ("optim.clip_norm", check_nonnegative), ("optim.clip_value", check_nonnegative),
+    ("optim.muon_lr", check_positive), ("optim.muon_momentum", _unit_open),
     ("loss.label_smoothing", _unit_open), ("loss.mixup_alpha", check_nonnegative), ("loss.cutmix_alpha", check_nonnegative),
     ("loss.mix_prob", _unit),
     ("train.epochs", check_positive), ("train.precision", partial(check_choice, choices=("auto", "fp32", "bf16", "fp16"))),
-    ("train.ema_decay", _unit_open), ("train.early_stopping", check_nonnegative), ("train.nan_patience", check_positive),
+    ("train.ema_decay", _unit_open), ("train.early_stopping", check_nonnegative), ("train.tta_translate", check_nonnegative), ("train.nan_patience", check_positive),
     ("train.diverge_factor", check_nonnegative),
     ("train.keep_checkpoints", check_positive), ("train.eval_every", check_positive), ("train.threads", check_nonnegative),
     ("train.doctor_every", check_nonnegative),

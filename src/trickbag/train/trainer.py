@@ -45,6 +45,8 @@ from torch import nn
 from trickbag import __version__
 from trickbag._json import write_json
 from trickbag.data.datasets import ImageData
+from trickbag.data.pipeline import size_at_epoch
+from trickbag.data.tta import tta_views
 from trickbag.optim import clip_gradients
 from trickbag.recipes.config import Recipe, to_dict
 from trickbag.rng import rng_state, set_rng_state
@@ -134,7 +136,7 @@ class Trainer:
         return self.lr_driver.lr
 
     def train_step(self, x_u8: torch.Tensor, y: torch.Tensor) -> float:
-        x = self.prepare(x_u8, train=True)
+        x = self.inputs(x_u8, True, self.data_gen, size_at_epoch(self.recipe.data.progressive, self.epoch))
         y = y.to(self.device, non_blocking=True)
         if self.mixer is not None:
             x, y = self.mixer(x, y)
@@ -192,9 +194,12 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self, x_all: torch.Tensor, y_all: torch.Tensor, model: nn.Module | None = None, tta: bool | None = None) -> dict:
-        """Loss and accuracy of ``model`` (default: EMA weights if on) on uint8 images."""
+        """Loss and accuracy of ``model`` (default: EMA weights if on) on uint8 images, with
+        the recipe's test-time augmentation (``tta=False``: none)."""
         model = model or self.eval_model
-        tta = self.recipe.train.tta_flip if tta is None else tta
+        cfg = self.recipe.train
+        flip, shift = (cfg.tta_flip, cfg.tta_translate) if tta is None or tta else (False, 0)
+        black = self.inputs.black
         was_training = model.training
         model.eval()
         total_loss, correct, n = 0.0, 0, len(y_all)
@@ -203,9 +208,7 @@ class Trainer:
             x = self.prepare(x_all[i : i + bs], train=False)
             y = y_all[i : i + bs].to(self.device)
             with self.runtime.autocast():
-                probs = F.softmax(model(x).float(), dim=1)
-                if tta:
-                    probs = (probs + F.softmax(model(x.flip(-1)).float(), dim=1)) / 2
+                probs = sum(weight * F.softmax(model(view).float(), dim=1) for view, weight in tta_views(x, flip, shift, black))
             total_loss += float(F.nll_loss(probs.clamp_min(1e-12).log(), y, reduction="sum"))
             correct += int((probs.argmax(1) == y).sum())
         model.train(was_training)

@@ -1,0 +1,219 @@
+"""Fashion-MNIST race: a skilled user's hand-written loop against trickbag recipes, side by
+side in one invocation on one machine.
+
+The reference loop (issue #10's facts, our own code): all 60,000 training images, scaled to
+[0, 1] and standardized with the global mean/std; a 7-conv BN/ReLU net of width W = 16
+(1→W, W→2W, pool, 2W→2W, 2W→4W, pool, 4W→4W, 4W→8W, pool, 8W→8W, global max pool,
+linear), channels_last; SGD Nesterov 0.9, weight decay 5e-4 on tensors with ndim > 1,
+batch 256, peak lr 0.2, linear warmup over the first epoch then cosine to 0; cross-entropy
+with label smoothing 0.1; a random horizontal flip per image and one random 28x28 crop
+offset per batch from a 2-pixel zero pad (zero = black in standardized units); bf16
+autocast on CPUs with native bf16 (and on CUDA, with the data resident on the GPU), fp32
+elsewhere. Test accuracy with flip TTA (logits of image + mirror) after every epoch, for
+reporting only; the clock counts training only.
+
+Contenders are trickbag recipes trained by ``Trainer`` on the same 60,000 images
+(``data.val_size=0``) and tested the same way after every epoch (``train.eval_test``).
+
+    python benchmarks/race.py --seeds 3                          # 94% race: reference 12 epochs vs fashion-mnist
+    python benchmarks/race.py --target 95 --seeds 3              # 95% race: reference 40 epochs vs fashion-mnist-95
+    python benchmarks/race.py --recipes fashion-mnist --set train.epochs=8 --no-reference   # a tuning run
+
+Prints one JSON object: the machine (CPU flags, GPU), each contender's accuracy-vs-time
+curve per seed, times to 93/94/95%, final accuracy, and the ratios trickbag / reference of
+the mean time to the target.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from _machine import machine  # noqa: E402
+
+from trickbag.data import load_dataset  # noqa: E402
+from trickbag.recipes import load  # noqa: E402
+from trickbag.train import Trainer  # noqa: E402
+from trickbag.train.runtime import cpu_has_native_bf16  # noqa: E402
+
+TARGETS = (0.93, 0.94, 0.95)
+RACES = {94: {"reference_epochs": 12, "recipes": ["fashion-mnist"]}, 95: {"reference_epochs": 40, "recipes": ["fashion-mnist-95"]}}
+
+
+def cpu_flags() -> list[str]:
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line for line in f if line.startswith("flags")), "").split()
+    except OSError:
+        return []
+    return sorted(f for f in flags if f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "avx512_vnni"))
+
+
+def time_to(history: list[tuple[float, float]], target: float) -> float | None:
+    return next((t for t, acc in history if acc >= target), None)
+
+
+# --- the reference loop ------------------------------------------------------------------
+
+
+def reference_net(width: int = 16) -> nn.Sequential:
+    def cbr(cin: int, cout: int) -> list[nn.Module]:
+        return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+
+    w = width
+    return nn.Sequential(*cbr(1, w), *cbr(w, 2 * w), nn.MaxPool2d(2), *cbr(2 * w, 2 * w), *cbr(2 * w, 4 * w), nn.MaxPool2d(2),
+                         *cbr(4 * w, 4 * w), *cbr(4 * w, 8 * w), nn.MaxPool2d(2), *cbr(8 * w, 8 * w),
+                         nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Linear(8 * w, 10))
+
+
+@torch.no_grad()
+def tta_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, autocast) -> float:
+    model.eval()
+    correct = 0
+    for i in range(0, len(y), 1000):
+        xb = x[i : i + 1000]
+        with autocast():
+            logits = model(xb).float() + model(xb.flip(-1)).float()
+        correct += int((logits.argmax(1) == y[i : i + 1000]).sum())
+    model.train()
+    return correct / len(y)
+
+
+def reference_run(data, epochs: int, seed: int, device: torch.device) -> dict:
+    torch.manual_seed(seed)
+    gen = torch.Generator(device=device).manual_seed(seed)
+    offsets = torch.Generator().manual_seed(seed + 1)  # crop offsets drawn on the CPU: no device sync per step
+    bf16 = device.type == "cuda" or cpu_has_native_bf16()
+
+    def autocast():
+        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
+
+    unit = data.train_x.float().div(255)
+    mean, std = float(unit.mean()), float(unit.std())
+    train_x = ((unit - mean) / std).to(device)
+    black = (0.0 - mean) / std
+    padded = F.pad(train_x, (2, 2, 2, 2), value=black).contiguous(memory_format=torch.channels_last)
+    train_y = data.train_y.to(device)
+    test_x = ((data.test_x.float().div(255) - mean) / std).to(device).contiguous(memory_format=torch.channels_last)
+    test_y = data.test_y.to(device)
+    model = reference_net().to(device, memory_format=torch.channels_last)
+    decay = [p for p in model.parameters() if p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.ndim <= 1]
+    opt = torch.optim.SGD([{"params": decay, "weight_decay": 5e-4}, {"params": no_decay, "weight_decay": 0.0}],
+                          lr=0.0, momentum=0.9, nesterov=True)
+    batch, n = 256, len(train_y)
+    steps_per_epoch = n // batch
+    total, warm = epochs * steps_per_epoch, steps_per_epoch
+
+    def lr_at(step: int) -> float:
+        if step < warm:
+            return 0.2 * step / warm
+        return 0.2 * 0.5 * (1 + math.cos(math.pi * (step - warm) / (total - warm)))
+
+    history, train_time, step = [], 0.0, 0
+    for _ in range(epochs):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        perm = torch.randperm(n, generator=gen, device=device)
+        for b in range(steps_per_epoch):
+            idx = perm[b * batch : (b + 1) * batch]
+            dy, dx = torch.randint(0, 5, (2,), generator=offsets).tolist()
+            x = padded[idx, :, dy : dy + 28, dx : dx + 28]
+            flip = torch.rand(batch, generator=gen, device=device) < 0.5
+            x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
+            for g in opt.param_groups:
+                g["lr"] = lr_at(step)
+            with autocast():
+                loss = F.cross_entropy(model(x).float(), train_y[idx], label_smoothing=0.1)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step += 1
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        train_time += time.perf_counter() - t0
+        history.append((train_time, tta_accuracy(model, test_x, test_y, autocast)))
+        print(f"reference seed {seed} epoch {len(history)}: {history[-1][1]:.4f} at {train_time:.1f}s", file=sys.stderr, flush=True)
+    return {"seed": seed, "epochs": epochs, "history": history, "final_test_acc": history[-1][1], "train_time_s": train_time}
+
+
+# --- trickbag contenders ------------------------------------------------------------------------
+
+
+def trickbag_run(data, recipe: str, overrides: list[str], seed: int, device: str) -> dict:
+    r = load(recipe, [*overrides, f"train.seed={seed}", "train.eval_test=true", "train.checkpoint=false", "data.val_size=0",
+                      f"train.device={device}"])
+    t0 = time.perf_counter()
+    summary = Trainer(r, out=f"runs/race-{recipe}-seed{seed}", quiet=True, data=data, tensorboard=False).fit(overwrite=True)
+    wall = time.perf_counter() - t0
+    history = [tuple(p) for p in summary["test_acc_by_train_time"]]
+    print(f"{recipe} seed {seed}: {summary['test_acc']:.4f} in {summary['train_time_s']:.1f}s", file=sys.stderr, flush=True)
+    return {"seed": seed, "epochs": summary["epochs"], "history": history, "final_test_acc": summary["test_acc"],
+            "train_time_s": summary["train_time_s"], "wall_s": wall, "runtime": summary["runtime"],
+            "parameters": summary["parameters"]}
+
+
+def summarize(runs: list[dict]) -> dict:
+    out: dict = {"final_test_acc_mean": statistics.mean(r["final_test_acc"] for r in runs),
+                 "final_test_acc_std": statistics.stdev(r["final_test_acc"] for r in runs) if len(runs) > 1 else 0.0,
+                 "train_time_s_mean": statistics.mean(r["train_time_s"] for r in runs)}
+    for target in TARGETS:
+        times = [time_to(r["history"], target) for r in runs]
+        key = f"time_to_{round(target * 100)}_s"
+        for r, t in zip(runs, times):
+            r[key] = t
+        out[key + "_mean"] = statistics.mean(times) if all(t is not None for t in times) else None
+        out[key + "_reached"] = sum(t is not None for t in times)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--target", type=int, choices=sorted(RACES), default=94, help="which race: 94 or 95")
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda")
+    ap.add_argument("--recipes", default=None, help="comma-separated trickbag recipes (default: the race's)")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], help="recipe override for every contender")
+    ap.add_argument("--reference-epochs", type=int, default=None)
+    ap.add_argument("--no-reference", action="store_true", help="trickbag contenders only (tuning runs)")
+    args = ap.parse_args()
+    race = RACES[args.target]
+    device = torch.device(args.device)
+    data = load_dataset("fashion-mnist", val_size=0)
+    recipes = args.recipes.split(",") if args.recipes else race["recipes"]
+    epochs = args.reference_epochs or race["reference_epochs"]
+    results: dict = {"benchmark": "race", "target": args.target / 100, "device": str(device), "machine": machine(),
+                     "cpu_flags": cpu_flags(), "native_bf16": cpu_has_native_bf16(), "overrides": args.overrides,
+                     "contenders": {}}
+    # seeds interleaved, so drift in the machine's speed hits every contender alike
+    for seed in range(args.seeds):
+        if not args.no_reference:
+            results["contenders"].setdefault("reference", {"runs": []})["runs"].append(reference_run(data, epochs, seed, device))
+        for recipe in recipes:
+            run = trickbag_run(data, recipe, args.overrides, seed, args.device)
+            results["contenders"].setdefault(recipe, {"runs": []})["runs"].append(run)
+    for entry in results["contenders"].values():
+        entry.update(summarize(entry["runs"]))
+    ref = results["contenders"].get("reference")
+    key = f"time_to_{args.target}_s_mean"
+    for name, entry in results["contenders"].items():
+        if name != "reference" and ref is not None:
+            mine, theirs = entry.get(key), ref.get(key)
+            entry["ratio_to_reference"] = mine / theirs if mine is not None and theirs else None
+    print(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
