@@ -30,7 +30,7 @@ TRICKBAG = [shutil.which("trickbag")] if shutil.which("trickbag") else [sys.exec
 
 #: a recipe small enough to build, sweep or train in a few seconds on one CPU thread
 TINY = [*DATA_ARGS, "--set", "data.train_subset=500", "--set", "data.val_size=100", "--set", "data.batch_size=50",
-        "--set", "model.params={widths: [8, 16], depth: 1}", "--set", "train.threads=1"]
+        "--set", "model.name=small_cnn", "--set", "model.params={widths: [8, 16], depth: 1}", "--set", "train.threads=1"]
 TINY_TRAIN = [*TINY, "--set", "train.epochs=1"]
 TINY_FIND = [*TINY, "--num-iter", "10"]
 FLOAT32_MAX = 3.4028234663852886e38

@@ -25,7 +25,7 @@ def test_recipe_config_stays_torch_free():
 
 
 def test_build_makes_every_part_from_the_recipe(small_data):
-    recipe = load("fashion-mnist", FAST + ["optim.lr=0.1", "optim.base_batch_size=100", "train.ema_decay=0.9",
+    recipe = load("fashion-mnist-quick", FAST + ["optim.lr=0.1", "optim.base_batch_size=100", "train.ema_decay=0.9",
                                            "loss.label_smoothing=0.1", "schedule.name=constant", "schedule.params={}",
                                            "data.train_subset=500"])
     parts = build(recipe, data=small_data)
@@ -48,9 +48,9 @@ def test_build_makes_every_part_from_the_recipe(small_data):
 
 
 def test_build_is_deterministic_and_seeded(small_data):
-    a = build(load("fashion-mnist", FAST + ["train.seed=3"]), data=small_data)
-    b = build(load("fashion-mnist", FAST + ["train.seed=3"]), data=small_data)
-    c = build(load("fashion-mnist", FAST + ["train.seed=4"]), data=small_data)
+    a = build(load("fashion-mnist-quick", FAST + ["train.seed=3"]), data=small_data)
+    b = build(load("fashion-mnist-quick", FAST + ["train.seed=3"]), data=small_data)
+    c = build(load("fashion-mnist-quick", FAST + ["train.seed=4"]), data=small_data)
     sa, sb, sc = a.model.state_dict(), b.model.state_dict(), c.model.state_dict()
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
     assert not all(torch.equal(sa[k], sc[k]) for k in sa if sa[k].is_floating_point())
@@ -59,7 +59,7 @@ def test_build_is_deterministic_and_seeded(small_data):
 def test_the_doctor_monitor_comes_from_the_recipe_not_the_loop(small_data, tmp_path):
     from trickbag.doctor import DoctorMonitor
 
-    parts = build(load("fashion-mnist", FAST + ["train.doctor_every=5", "train.epochs=1"]), data=small_data)
+    parts = build(load("fashion-mnist-quick", FAST + ["train.doctor_every=5", "train.epochs=1"]), data=small_data)
     assert [type(c) for c in parts.callbacks] == [DoctorMonitor]
     Trainer(parts, out=tmp_path / "run", quiet=True).fit()
     assert (tmp_path / "run" / "doctor.jsonl").read_text().count("\n") >= 600 // 50 // 5
@@ -71,7 +71,7 @@ def test_parts_without_a_trainer_serve_find_and_check(small_data):
     from trickbag.check import check_parts
     from trickbag.find import parts_range_test
 
-    parts = build(load("fashion-mnist", FAST), data=small_data)
+    parts = build(load("fashion-mnist-quick", FAST), data=small_data)
     before = {k: v.clone() for k, v in parts.model.state_dict().items()}
     result = parts_range_test(parts, num_iter=20)
     assert len(result.lrs) >= 3
@@ -108,7 +108,7 @@ def test_1e_minus_5_is_a_number_in_schedule_params(tmp_path, small_data, where):
                         "optim: {lr: 1e-1}\n")
         recipe = load(str(path), FAST)
     else:
-        recipe = load("fashion-mnist", FAST + ["schedule.params.final_lr=1e-5", "optim.lr=1e-1"])
+        recipe = load("fashion-mnist-quick", FAST + ["schedule.params.final_lr=1e-5", "optim.lr=1e-1"])
     assert recipe.schedule.params["final_lr"] == 1e-5 and recipe.optim.lr == 0.1
     parts = build(recipe, data=small_data)
     assert parts.schedule(parts.total_steps) == pytest.approx(1e-5)

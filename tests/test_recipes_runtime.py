@@ -11,7 +11,7 @@ from trickbag.train import resolve_runtime
 
 def test_every_shipped_recipe_loads_and_validates():
     names = available()
-    for required in ("fashion-mnist", "fashion-mnist-resnet", "fashion-mnist-lstm", "cifar100-200ep", "cifar100-300ep",
+    for required in ("fashion-mnist", "fashion-mnist-quick", "fashion-mnist-resnet", "fashion-mnist-lstm", "cifar100-200ep", "cifar100-300ep",
                      "imagenet-bag-of-tricks"):
         assert required in names and names[required]
         load(required)
@@ -38,7 +38,7 @@ def test_bad_overrides_name_the_key(override, message):
 
 
 def test_overrides_parse_yaml_values_and_float_strings():
-    r = load("fashion-mnist", ["optim.weight_decay=1e-4", "model.params={widths: [8, 16]}", "train.ema_decay=0"])
+    r = load("fashion-mnist-quick", ["optim.weight_decay=1e-4", "model.params={widths: [8, 16]}", "train.ema_decay=0"])
     assert r.optim.weight_decay == 1e-4 and r.model.params == {"widths": [8, 16]} and r.train.ema_decay == 0.0
 
 

@@ -111,7 +111,7 @@ def test_check_cli(tmp_path):
 
     # --steps 600: the loss falls below 0.05 after 213 steps on Fashion-MNIST, but 360 on the
     # generated data (the default 300 failed there); the check stops as soon as it passes
-    out = subprocess.run([sys.executable, "-m", "trickbag.cli", "check", "--set", "model.params={widths: [8, 16]}",
+    out = subprocess.run([sys.executable, "-m", "trickbag.cli", "check", "--recipe", "fashion-mnist-quick", "--set", "model.params={widths: [8, 16]}",
                           "--set", "data.train_subset=512", "--steps", "600", "--json", *DATA_ARGS],
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr

@@ -26,7 +26,7 @@ MLP = ["model.name=plain_mlp", "model.params={depth: 4, width: 64}", "optim.name
 
 def diagnosed(small_data, tmp_path, *overrides, tweak=None, base=MLP):
     monitor = DoctorMonitor(every=2, write=False)
-    trainer = Trainer(load("fashion-mnist", base + list(overrides)), out=tmp_path, quiet=True, data=small_data, callbacks=[monitor])
+    trainer = Trainer(load("fashion-mnist-quick", base + list(overrides)), out=tmp_path, quiet=True, data=small_data, callbacks=[monitor])
     if tweak is not None:
         with torch.no_grad():
             tweak(trainer.model)

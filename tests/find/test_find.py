@@ -197,7 +197,7 @@ def test_find_lr_cli_prints_suggestions_and_applies(tmp_path):
 
     from tests.conftest import DATA_ARGS, HAVE_FMNIST
 
-    out = subprocess.run([sys.executable, "-m", "trickbag.cli", "find-lr", "--num-iter", "20", "--set", "data.batch_size=64",
+    out = subprocess.run([sys.executable, "-m", "trickbag.cli", "find-lr", "--recipe", "fashion-mnist-quick", "--num-iter", "20", "--set", "data.batch_size=64",
                           "--set", "data.train_subset=2048", "--rule", "consensus", "--apply", str(tmp_path / "r.yaml"),
                           "--plot", str(tmp_path / "lr.png"), "--json", *DATA_ARGS], capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr

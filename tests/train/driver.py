@@ -20,7 +20,7 @@ from tests.conftest import DATA_ARGS
 
 # 1000 images, batches of 100: 10 steps an epoch, 3 epochs
 TINY = [*DATA_ARGS, "--set", "data.train_subset=1000", "--set", "data.val_size=200", "--set", "data.batch_size=100",
-        "--set", "model.params={widths: [8, 16], depth: 1}", "--set", "train.threads=1", "--set", "train.epochs=3",
+        "--set", "model.name=small_cnn", "--set", "model.params={widths: [8, 16], depth: 1}", "--set", "train.threads=1", "--set", "train.epochs=3",
         "--set", "loss.mixup_alpha=0.2", "--set", "train.ema_decay=0.9", "--quiet"]
 
 DRIVER = '''

@@ -25,7 +25,7 @@ CONSTANT = ["schedule.name=constant", "schedule.params={}"]
 
 
 def recipe(*extra):
-    return load("fashion-mnist", FAST + list(extra))
+    return load("fashion-mnist-quick", FAST + list(extra))
 
 
 def metrics(out):
