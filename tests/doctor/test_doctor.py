@@ -16,7 +16,7 @@ from torch import nn
 from tests.conftest import DATA_ARGS
 from trickbag.doctor import DoctorMonitor, diagnose, read_run, worst_severity
 from trickbag.recipes import load
-from trickbag.train import Callback, DivergedError, NonFiniteLossError, Trainer
+from trickbag.train import Callback, DivergedError, Trainer
 
 # A 4-layer MLP without normalization: the setting where lr and init pathologies show.
 MLP = ["model.name=plain_mlp", "model.params={depth: 4, width: 64}", "optim.name=sgd", "optim.lr=0.05", "optim.weight_decay=0",

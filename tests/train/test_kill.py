@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.train.driver import TINY, run_until, train
+from tests.train.driver import run_until, train
 from trickbag.train.checkpoint import load_checkpoint
 
 def killed_run(tmp_path: Path, out: Path, mode: str, at: int) -> None:

@@ -13,32 +13,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from trickbag.recipes import build, load
+from tests.train.helpers import StopAfterEpoch, recipe
+from trickbag.recipes import build
 from trickbag.train import Callback, Trainer
 
-FAST = [
-    "data.batch_size=50", "model.params={widths: [8, 16], depth: 1}", "train.epochs=3", "train.threads=1",
-    "schedule.params={total_steps: 1dur, warmup_steps: 0.5ep}",
-]
 STEPS_PER_EPOCH = 600 // 50  # small_data has 600 training images
 CONSTANT = ["schedule.name=constant", "schedule.params={}"]
 
 
-def recipe(*extra):
-    return load("fashion-mnist-quick", FAST + list(extra))
-
-
 def metrics(out):
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-
-
-class StopAfterEpoch(Callback):
-    def __init__(self, epoch):
-        self.epoch = epoch
-
-    def on_epoch_end(self, trainer, metrics):
-        if trainer.epoch == self.epoch:
-            trainer.should_stop = True
 
 
 # --- 1. plateau control -----------------------------------------------------------------

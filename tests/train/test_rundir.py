@@ -16,10 +16,10 @@ import pytest
 import torch
 
 from tests.train.driver import run_until, train
+from tests.train.helpers import StopAfterEpoch, StopAtStep, recipe, same_weights
 from trickbag.doctor import diagnose, read_outcome, read_run
-from trickbag.recipes import build, load
+from trickbag.recipes import build
 from trickbag.train import (
-    Callback,
     DivergedError,
     ResumeError,
     RunDirError,
@@ -29,16 +29,6 @@ from trickbag.train import (
 from trickbag.train.checkpoint import load_checkpoint
 from trickbag.train.rundir import RunLock
 
-FAST = [
-    "data.batch_size=50", "model.params={widths: [8, 16], depth: 1}", "train.epochs=3", "train.threads=1",
-    "schedule.params={total_steps: 1dur, warmup_steps: 0.5ep}",
-]
-
-
-def recipe(*extra):
-    return load("fashion-mnist-quick", FAST + list(extra))
-
-
 def files(folder):
     """{relative path: bytes} of every file under ``folder`` (TensorBoard events excluded)."""
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
@@ -47,20 +37,6 @@ def files(folder):
 
 def strict_json(text):
     return json.loads(text, parse_constant=lambda c: pytest.fail(f"non-JSON constant {c} in {text[:200]}"))
-
-
-class StopAfterEpoch(Callback):
-    def __init__(self, epoch):
-        self.epoch = epoch
-
-    def on_epoch_end(self, trainer, metrics):
-        if trainer.epoch == self.epoch:
-            trainer.should_stop = True
-
-
-def same_weights(a, b):
-    sa, sb = a.model.state_dict(), b.model.state_dict()
-    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
 # --- defect 1: a second run into an existing --out -----------------------------------------
@@ -238,15 +214,6 @@ def test_resume_without_any_checkpoint_refuses(tmp_path, small_data):
 
 
 # --- defect 11: leftovers of a kill, the epoch loss across a resume ---------------------------
-
-
-class StopAtStep(Callback):
-    def __init__(self, step):
-        self.at = step
-
-    def on_step_end(self, trainer, loss):
-        if trainer.step == self.at:
-            trainer.should_stop = True
 
 
 def test_the_epoch_train_loss_after_a_mid_epoch_resume_averages_the_whole_epoch(tmp_path, small_data):

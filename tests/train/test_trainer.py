@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+from tests.train.helpers import StopAfterEpoch, recipe
 from trickbag.models import MODELS
 from trickbag.recipes import load
 from trickbag.train import Callback, NonFiniteLossError, Trainer
@@ -18,16 +19,6 @@ from trickbag.train.checkpoint import (
     load_checkpoint,
     save_atomic,
 )
-
-FAST = [
-    "data.batch_size=50", "model.params={widths: [8, 16], depth: 1}", "train.epochs=3", "train.threads=1",
-    "schedule.params={total_steps: 1dur, warmup_steps: 0.5ep}",
-]
-
-
-def recipe(*extra):
-    return load("fashion-mnist-quick", FAST + list(extra))
-
 
 def weights(trainer):
     sd = trainer.model.state_dict()
@@ -43,15 +34,6 @@ def assert_same(a, b):
 
 
 EXTRAS = ["loss.mixup_alpha=0.2", "train.ema_decay=0.9", "model.params={widths: [8, 16], dropout: 0.2}"]
-
-
-class StopAfterEpoch(Callback):
-    def __init__(self, epoch):
-        self.epoch = epoch
-
-    def on_epoch_end(self, trainer, metrics):
-        if trainer.epoch == self.epoch:
-            trainer.should_stop = True
 
 
 def test_resume_after_an_epoch_is_bit_exact(tmp_path, small_data):
