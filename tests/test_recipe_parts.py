@@ -144,3 +144,26 @@ def test_parse_spec():
     assert parse_spec("he_normal") == ("he_normal", [])
     with pytest.raises(ValueError, match="NAME or NAME:k=v"):
         parse_spec(":stddev=1")
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["train.tta_translate=28"], "train.tta_translate must be < the image size 28"),
+    (["model.name=tf_tutorial_cnn", "model.params={}", "data.progressive=[[16, 1]]"], "data.progressive: model 'tf_tutorial_cnn' cannot take 16x16"),
+])
+def test_sizes_the_model_cannot_take_fail_at_build_naming_the_key(small_data, overrides, message):
+    with pytest.raises(RecipeError, match=message):
+        build(load("fashion-mnist", ["data.train_subset=100", "data.batch_size=50"] + overrides), data=small_data)
+
+
+def test_the_lr_finder_keeps_the_muon_filters_lr_ratio_during_the_sweep(small_data):
+    from trickbag.find.sweep import group_ratios, lr_range_test
+
+    parts = build(load("fashion-mnist", ["optim.lr=0.2", "optim.muon_lr=0.05", "data.train_subset=600", "data.batch_size=50"]),
+                  data=small_data)
+    assert all(g["lr"] == 0 for g in parts.optimizer.param_groups)  # step 0 of the warmup: current lrs say nothing
+    assert group_ratios(parts.optimizer) == [pytest.approx(0.25), 1.0, 1.0]
+    seen = []
+    parts.optimizer.register_step_pre_hook(lambda opt, *_: seen.append([g["lr"] for g in opt.param_groups]))
+    x, y = parts.inputs(parts.data.train_x[:50]), parts.data.train_y[:50]
+    lr_range_test(parts.model, parts.loss_fn, parts.optimizer, [(x, y)], num_iter=5, start_lr=1e-3, end_lr=1e-1)
+    assert all(lrs[0] == pytest.approx(0.25 * lrs[1]) and lrs[1] == lrs[2] for lrs in seen) and len(seen) >= 3

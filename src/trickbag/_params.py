@@ -128,6 +128,8 @@ def coerce(key: str, value: Any, annotation: Any = inspect.Parameter.empty, *, t
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ValueError(f"{name} must be {_type_name(annotation)}, got {value!r}")
         if annotation is int:
+            if isinstance(value, int):
+                return value
             if not float(value).is_integer():
                 raise ValueError(f"{name} must be an integer, got {value!r}")
             return int(value)

@@ -292,3 +292,36 @@ def test_summary_and_metrics_are_strict_json(tmp_path, small_data):
     assert summary["data"]["source"] and math.isfinite(summary["test_acc"])
     for line in (out / "metrics.jsonl").read_text().splitlines():
         strict_json(line)
+
+
+# --- review findings: early stop across a resume, torn log lines, a user's files -------------
+
+
+def test_an_early_stopped_run_resumed_after_a_kill_does_not_train_on(tmp_path, small_data):
+    out = tmp_path / "run"
+    settings = ("optim.lr=0", "train.early_stopping=1", "train.ema_decay=0", "train.epochs=5")
+    first = Trainer(recipe(*settings), out=out, quiet=True, data=small_data).fit()
+    assert first["epochs"] == 2 and first["stopped"].startswith("early stopping")
+    (out / "summary.json").unlink()  # as if killed during the final test evaluation
+    again = Trainer(recipe(*settings), out=out, quiet=True, data=small_data).fit(resume=True)
+    assert again["epochs"] == 2 and again["stopped"] == first["stopped"]
+
+
+def test_a_torn_last_log_line_does_not_stop_a_resume(tmp_path, small_data):
+    out = tmp_path / "run"
+    Trainer(recipe(), out=out, quiet=True, data=small_data, callbacks=[StopAfterEpoch(1)]).fit()
+    with open(out / "metrics.jsonl", "a") as f:
+        f.write('{"epoch": 2, "step": 24, "lr": 0.1')  # a full disk or a kill cut it off
+    summary = Trainer(recipe(), out=out, quiet=True, data=small_data).fit(resume=True)
+    assert summary["epochs"] == 3
+    assert [json.loads(x)["epoch"] for x in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]
+
+
+def test_a_users_tmp_files_in_out_are_left_alone(tmp_path, small_data):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "notes.tmp").write_text("mine")
+    Trainer(recipe("train.epochs=1"), out=out, quiet=True, data=small_data).fit()
+    with pytest.raises(RunDirError):
+        Trainer(recipe("train.epochs=1"), out=out, quiet=True, data=small_data).fit()
+    assert (out / "notes.tmp").read_text() == "mine"

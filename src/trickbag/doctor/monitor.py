@@ -29,7 +29,7 @@ from torch import nn
 
 from trickbag._checks import check_positive
 from trickbag._json import append_jsonl
-from trickbag.train.callbacks import Callback
+from trickbag.train.callbacks import Callback, parse_line
 
 __all__ = ["DoctorMonitor", "ACTIVATIONS", "WEIGHTED"]
 
@@ -98,8 +98,8 @@ class DoctorMonitor(Callback):
         if self.path is None:
             self.path = Path(trainer.out) / "doctor.jsonl"
         if self.write and self.path.exists():  # resume: keep the records whose steps the checkpoint holds
-            keep = [line for line in self.path.read_text().splitlines()
-                    if line.strip() and json.loads(line).get("end", 0) <= trainer.step]
+            keep = [line for line in self.path.read_text().splitlines() if (record := parse_line(line)) is not None
+                    and record.get("end", 0) <= trainer.step]
             self.path.write_text("".join(line + "\n" for line in keep))
         self._model = trainer.model
         self._names = {id(p): n for n, p in trainer.model.named_parameters()}

@@ -111,6 +111,19 @@ class SavedState:
         self.restore()
 
 
+def group_ratios(optimizer: torch.optim.Optimizer) -> list[float]:
+    """Each group's lr relative to the largest, kept during the sweep: from the groups'
+    ``lr_mult`` (trickbag's convention, which ``ScheduledLR`` applies; a group without one
+    has 1) when any group has one, else from their current lrs (all 1 when those are 0)."""
+    groups = optimizer.param_groups
+    if any("lr_mult" in g for g in groups):
+        values = [float(g.get("lr_mult", 1.0)) for g in groups]
+    else:
+        values = [g["lr"] for g in groups]
+    top = max(values)
+    return [v / top if top > 0 else 1.0 for v in values]
+
+
 def _batches(loader: Iterable):
     """Cycle through ``loader`` for as long as needed (a fresh iterator when it ends)."""
     while True:
@@ -164,8 +177,7 @@ def lr_range_test(
         check_choice("amp", amp, ("bf16", "fp16"))
     device = torch.device(device) if device is not None else next(model.parameters()).device
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp or "")
-    top = max(g["lr"] for g in optimizer.param_groups)  # groups keep their lr ratios during the sweep
-    ratios = [g["lr"] / top if top > 0 else 1.0 for g in optimizer.param_groups]
+    ratios = group_ratios(optimizer)
     lrs, losses, raw = [], [], []
     avg, best, stopped = 0.0, math.inf, f"completed {num_iter} updates"
     batches = _batches(loader)

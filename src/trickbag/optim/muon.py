@@ -86,7 +86,9 @@ class Muon(torch.optim.Optimizer):
                 state = self.state[p]
                 if group["muon"]:
                     mu = group["muon_momentum"]
-                    buf = state.setdefault("momentum_buffer", torch.zeros_like(p))
+                    if "momentum_buffer" not in state:
+                        state["momentum_buffer"] = torch.zeros_like(p)
+                    buf = state["momentum_buffer"]
                     buf.mul_(mu).add_(grad)
                     update = grad.add(buf, alpha=mu)  # Nesterov
                     p.mul_(p.size(0) ** 0.5 / p.norm().clamp_min(1e-12))

@@ -40,7 +40,7 @@ from trickbag.schedules.torch import ScheduledLR, attach
 from trickbag.train.ema import build_ema
 from trickbag.train.runtime import Runtime, resolve_runtime
 
-__all__ = ["Parts", "build", "build_model_for", "resolve_schedule", "steps_from_units"]
+__all__ = ["Parts", "build", "build_model_for", "check_input_sizes", "resolve_schedule", "steps_from_units"]
 
 
 @dataclass
@@ -144,6 +144,27 @@ def build_model_for(recipe: Recipe, data: ImageData) -> nn.Module:
     return model
 
 
+def check_input_sizes(recipe: Recipe, data: ImageData, model: nn.Module) -> None:
+    """Fail at build time, naming the key, when ``data.progressive`` asks for a size the model
+    cannot take (a head sized for the full image, pooling down to nothing) or
+    ``train.tta_translate`` shifts by the whole image."""
+    channels, height, width = data.shape
+    if recipe.train.tta_translate >= min(height, width):
+        raise RecipeError(f"recipe train.tta_translate must be < the image size {min(height, width)}, got {recipe.train.tta_translate}")
+    was_training = model.training
+    model.eval()
+    try:
+        for size, _ in recipe.data.progressive:
+            try:
+                with torch.no_grad():
+                    model(torch.zeros(2, channels, size, size))
+            except RuntimeError as exc:
+                raise RecipeError(f"recipe data.progressive: model {recipe.model.name!r} cannot take {size}x{size} images "
+                                  f"({str(exc).splitlines()[0][:120]})") from None
+    finally:
+        model.train(was_training)
+
+
 def build(recipe: Recipe, data: ImageData | None = None) -> Parts:
     """Every part of a run of ``recipe``; ``data`` replaces loading ``recipe.data.name``
     (the caller's object is not changed). Seeds torch's and Python's global RNGs with
@@ -164,6 +185,7 @@ def build(recipe: Recipe, data: ImageData | None = None) -> Parts:
         raise RecipeError(f"recipe data.batch_size ({batch_size}) must be <= the {len(data.train_y)} training examples")
 
     model = build_model_for(recipe, data)
+    check_input_sizes(recipe, data, model)
     runtime = resolve_runtime(train.device, train.precision, train.channels_last, model)
     model.to(runtime.device, memory_format=torch.channels_last if runtime.channels_last else torch.preserve_format)
     try:

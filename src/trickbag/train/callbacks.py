@@ -12,7 +12,17 @@ from typing import Any
 
 from trickbag._json import append_jsonl
 
-__all__ = ["Callback", "JsonlLogger", "TensorBoardLogger", "ConsoleProgress"]
+__all__ = ["Callback", "JsonlLogger", "TensorBoardLogger", "ConsoleProgress", "parse_line"]
+
+
+def parse_line(line: str) -> dict | None:
+    """One JSON-lines record, or None for a blank line or one a kill or a full disk cut off
+    (a resume drops it rather than fail on it)."""
+    try:
+        record = json.loads(line) if line.strip() else None
+    except json.JSONDecodeError:
+        return None
+    return record if isinstance(record, dict) else None
 
 
 class Callback:
@@ -34,8 +44,8 @@ class JsonlLogger(Callback):
 
     def on_fit_start(self, trainer: Any) -> None:
         if self.path.exists():
-            keep = [line for line in self.path.read_text().splitlines()
-                    if line.strip() and json.loads(line).get("epoch", 0) <= trainer.epoch]
+            keep = [line for line in self.path.read_text().splitlines() if (record := parse_line(line)) is not None
+                    and record.get("epoch", 0) <= trainer.epoch]
             self.path.write_text("".join(line + "\n" for line in keep))
 
     def on_epoch_end(self, trainer: Any, metrics: dict) -> None:

@@ -66,8 +66,11 @@ class RunLock:
             if same:
                 break
             os.close(fd)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+        try:  # the owner's name is a courtesy for the refusal message; a full disk must not break the lock
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+        except OSError:
+            pass
         self.fd = fd
         return self
 
@@ -99,13 +102,15 @@ def clear_run(out: str | os.PathLike) -> None:
             target.unlink()
 
 
-def remove_partial_writes(folder: str | os.PathLike) -> list[str]:
-    """Delete ``*.tmp`` files (atomic writes a kill interrupted) in ``folder``; returns their names."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        return []
+def remove_partial_writes(out: str | os.PathLike) -> list[str]:
+    """Delete the temporaries of trickbag's own atomic writes that a kill interrupted
+    (``config.yaml.tmp``, ``summary.json.tmp``, ``checkpoints/*.pt.*.tmp``); a user's
+    other ``*.tmp`` files are left alone. Returns the names removed."""
+    out = Path(out)
+    candidates = [out / "config.yaml.tmp", out / "summary.json.tmp", *(out / "checkpoints").glob("*.pt.*.tmp")]
     removed = []
-    for path in folder.glob("*.tmp"):
-        path.unlink(missing_ok=True)
-        removed.append(path.name)
+    for path in candidates:
+        if path.is_file():
+            path.unlink()
+            removed.append(path.name)
     return sorted(removed)

@@ -264,6 +264,10 @@ class Trainer:
         self.best_val_acc, self.best_epoch = state["best_val_acc"], state["best_epoch"]
         self.bad_evals, self.train_time = state["bad_evals"], state["train_time"]
         self.lr_driver.set_step(self.step)
+        patience = self.recipe.train.early_stopping
+        if patience and self.bad_evals >= patience:  # the run had stopped early: a resume must not train on
+            self.should_stop = True
+            self.stop_reason = f"early stopping: no validation improvement for {self.bad_evals} evaluations"
 
     def _write_checkpoint(self, name: str) -> None:
         folder = self.out / "checkpoints"
@@ -339,10 +343,6 @@ class Trainer:
     def _open_run(self, resume: bool, overwrite: bool) -> None:
         """Check ``out`` and load the checkpoint (resume) before anything is written."""
         found = run_artifacts(self.out)
-        removed = remove_partial_writes(self.out) + remove_partial_writes(self.out / "checkpoints")
-        if removed:
-            print(f"note: removed unfinished writes {', '.join(removed)} (a run was killed while saving)",
-                  file=sys.stderr, flush=True)
         if resume:
             self.resume()
         elif found and overwrite:
@@ -350,6 +350,10 @@ class Trainer:
         elif found:
             raise RunDirError(f"{self.out} already holds a run ({', '.join(found)}); continue it with --resume, choose "
                               "another --out, or pass --overwrite to replace it")
+        removed = remove_partial_writes(self.out)
+        if removed:
+            print(f"note: removed unfinished writes {', '.join(removed)} (a run was killed while saving)",
+                  file=sys.stderr, flush=True)
 
     def fit(self, resume: bool = False, overwrite: bool = False) -> dict:
         """Train to the end (or an early stop) and return the summary.
@@ -425,17 +429,19 @@ class Trainer:
                 if cfg.checkpoint:
                     self._write_checkpoint("interrupt.pt")
                 if self._interrupt:
-                    self.stop_reason = "interrupted (Ctrl-C): checkpoint saved; continue with --resume"
+                    self.stop_reason = ("interrupted (Ctrl-C): checkpoint saved; continue with --resume" if cfg.checkpoint
+                                        else "interrupted (Ctrl-C); train.checkpoint is off, so there is nothing to resume")
                 self.stop_reason = self.stop_reason or f"stopped by a callback at step {self.step}"
                 return
             self.epoch += 1
             self.perm = None
             self.batch_in_epoch = 0
-            metrics = self._end_of_epoch(epoch_time, (self.steps_per_epoch - steps0) * self.batch_size, history_test)
-            for cb in self.callbacks:
+            metrics, is_best = self._end_of_epoch(epoch_time, (self.steps_per_epoch - steps0) * self.batch_size, history_test)
+            for cb in self.callbacks:  # before the checkpoint: a resume drops log lines past it, never misses one
                 cb.on_epoch_end(self, metrics)
+            self._save_epoch_checkpoint(is_best)
 
-    def _end_of_epoch(self, epoch_time: float, images: int, history_test: list) -> dict:
+    def _end_of_epoch(self, epoch_time: float, images: int, history_test: list) -> tuple[dict, bool]:
         cfg = self.recipe.train
         metrics: dict[str, Any] = {
             "epoch": self.epoch, "step": self.step, "lr": self.current_lr,
@@ -463,8 +469,7 @@ class Trainer:
             test = self.evaluate(self.data.test_x, self.data.test_y)
             metrics.update(test_loss=test["loss"], test_acc=test["acc"])
             history_test.append((self.train_time, test["acc"]))
-        self._save_epoch_checkpoint(is_best)
-        return metrics
+        return metrics, is_best
 
     def _summary(self, wall: float, resumed: bool, history_test: list, evaluate: bool) -> dict:
         final = {}
