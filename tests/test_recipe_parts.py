@@ -167,3 +167,12 @@ def test_the_lr_finder_keeps_the_muon_filters_lr_ratio_during_the_sweep(small_da
     x, y = parts.inputs(parts.data.train_x[:50]), parts.data.train_y[:50]
     lr_range_test(parts.model, parts.loss_fn, parts.optimizer, [(x, y)], num_iter=5, start_lr=1e-3, end_lr=1e-1)
     assert all(lrs[0] == pytest.approx(0.25 * lrs[1]) and lrs[1] == lrs[2] for lrs in seen) and len(seen) >= 3
+
+
+def test_changed_keys_names_dotted_keys_and_compares_free_form_params_whole():
+    from trickbag.recipes import changed_keys, to_dict
+
+    a = to_dict(load("fashion-mnist"))
+    b = to_dict(override(load("fashion-mnist"), {"optim.lr": 0.4, "model.params": {"width": 32}}))
+    assert changed_keys(a, b) == [("model.params", {"width": 16}, {"width": 32}), ("optim.lr", 0.2, 0.4)]
+    assert changed_keys(a, a) == []

@@ -17,6 +17,8 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+from trickbag._files import write_text_atomic
+
 __all__ = ["to_jsonable", "dumps", "write_json", "append_jsonl"]
 
 
@@ -46,10 +48,7 @@ def dumps(value: Any, **kwargs: Any) -> str:
 
 def write_json(path: str | os.PathLike, value: Any) -> None:
     """Write ``value`` as indented strict JSON, atomically (temporary file, then rename)."""
-    tmp = f"{os.fspath(path)}.tmp"
-    with open(tmp, "w") as f:
-        f.write(dumps(value, indent=2) + "\n")
-    os.replace(tmp, path)
+    write_text_atomic(path, dumps(value, indent=2) + "\n")
 
 
 def append_jsonl(path: str | os.PathLike, value: Any) -> None:

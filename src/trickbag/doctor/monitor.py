@@ -19,7 +19,6 @@ Records go to ``doctor.jsonl`` in the run directory, one JSON object per monitor
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any

@@ -17,6 +17,7 @@ from trickbag.recipes.config import (
            ScheduleConfig,
            TrainConfig,
            apply_overrides,
+           changed_keys,
            available,
            from_dict,
            load,
@@ -26,7 +27,7 @@ from trickbag.recipes.config import (
 )
 
 __all__ = ["Recipe", "DataConfig", "ModelConfig", "OptimConfig", "ScheduleConfig", "LossConfig", "TrainConfig",
-           "load", "save", "override", "available", "RecipeError", "apply_overrides", "to_dict", "from_dict",
+           "load", "save", "override", "available", "RecipeError", "apply_overrides", "to_dict", "from_dict", "changed_keys",
            "build", "Parts"]
 
 _BUILD_NAMES = ("build", "Parts", "build_model_for", "resolve_schedule", "steps_from_units")

@@ -32,10 +32,11 @@ from trickbag._checks import (
     check_range,
     did_you_mean,
 )
+from trickbag._files import write_text_atomic
 from trickbag._params import YamlError, coerce, load_yaml
 
 __all__ = ["Recipe", "DataConfig", "ModelConfig", "OptimConfig", "ScheduleConfig", "LossConfig", "TrainConfig",
-           "load", "save", "override", "available", "RecipeError", "apply_overrides", "to_dict", "from_dict"]
+           "load", "save", "override", "available", "RecipeError", "apply_overrides", "to_dict", "from_dict", "changed_keys"]
 
 
 class RecipeError(ValueError):
@@ -201,6 +202,27 @@ def to_dict(recipe: Recipe) -> dict:
     return dataclasses.asdict(recipe)
 
 
+#: recipe keys whose values are free-form mappings (a model's or a schedule's own parameters): compared whole
+_FREE_FORM = ("params", "init_params", "plateau")
+
+
+def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"optim": {"lr": 0.1}}`` -> ``{"optim.lr": 0.1}``; free-form mappings stay values."""
+    if not isinstance(data, dict) or prefix.rsplit(".", 1)[-1] in _FREE_FORM:
+        return {prefix: data}
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        out.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    return out
+
+
+def changed_keys(before: dict, after: dict) -> list[tuple[str, Any, Any]]:
+    """``(dotted key, value in before, value in after)`` for every key of two recipe mappings
+    (``to_dict``) that differs, sorted by key."""
+    a, b = _flatten(before), _flatten(after)
+    return [(k, a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+
+
 def _recipe_dir():
     return resources.files("trickbag.recipes")
 
@@ -287,7 +309,4 @@ def save(recipe: Recipe, path: str | Path) -> Path:
     path = Path(path)
     if not path.parent.is_dir():
         raise RecipeError(f"cannot write the recipe to {path}: folder {path.parent} does not exist")
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(yaml.safe_dump(to_dict(recipe), sort_keys=False))
-    tmp.replace(path)
-    return path
+    return write_text_atomic(path, yaml.safe_dump(to_dict(recipe), sort_keys=False))

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from trickbag._params import coerce, parse_number
+from trickbag._params import parse_number, typed_kwargs
 from trickbag.data import ImageData, load_dataset
 from trickbag.data.pipeline import InputPipeline
 from trickbag.init import initialize, zero_gamma
@@ -106,20 +106,9 @@ def resolve_schedule(name: str, params: dict, lr: float, steps_per_epoch: int, t
         if key in resolved and key in accepted and accepted[key].annotation in (int, "int"):
             resolved[key] = int(round(resolved[key]))
     try:
-        hints = _hints(builder)
-        resolved = {k: coerce(k, v, hints[k]) if k in hints else v for k, v in resolved.items()}
-        return build_schedule(name, **resolved)
+        return build_schedule(name, **typed_kwargs(builder, resolved))
     except (TypeError, ValueError, OverflowError) as exc:
         raise RecipeError(f"recipe schedule {name!r}: {exc}") from None
-
-
-def _hints(fn: Callable) -> dict[str, Any]:
-    import typing
-
-    try:
-        return typing.get_type_hints(fn)
-    except Exception:  # noqa: BLE001 - unresolvable annotations: leave the values as they are
-        return {}
 
 
 def build_model_for(recipe: Recipe, data: ImageData) -> nn.Module:

@@ -19,6 +19,7 @@ import socket
 from pathlib import Path
 from types import TracebackType
 
+from trickbag._files import temporary_path
 from trickbag.train.errors import RunDirError
 
 __all__ = ["RunLock", "run_artifacts", "clear_run", "remove_partial_writes", "RUN_FILES"]
@@ -107,7 +108,8 @@ def remove_partial_writes(out: str | os.PathLike) -> list[str]:
     (``config.yaml.tmp``, ``summary.json.tmp``, ``checkpoints/*.pt.*.tmp``); a user's
     other ``*.tmp`` files are left alone. Returns the names removed."""
     out = Path(out)
-    candidates = [out / "config.yaml.tmp", out / "summary.json.tmp", *(out / "checkpoints").glob("*.pt.*.tmp")]
+    candidates = [temporary_path(out / "config.yaml"), temporary_path(out / "summary.json"),
+                  *(out / "checkpoints").glob("*.pt.*.tmp")]
     removed = []
     for path in candidates:
         if path.is_file():

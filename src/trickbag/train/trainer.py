@@ -39,7 +39,6 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
-import yaml
 from torch import nn
 
 from trickbag import __version__
@@ -48,7 +47,7 @@ from trickbag.data.datasets import ImageData
 from trickbag.data.pipeline import size_at_epoch
 from trickbag.data.tta import tta_views
 from trickbag.optim import clip_gradients
-from trickbag.recipes.config import Recipe, to_dict
+from trickbag.recipes.config import Recipe, changed_keys, save, to_dict
 from trickbag.rng import rng_state, set_rng_state
 from trickbag.train.callbacks import Callback, ConsoleProgress, JsonlLogger, TensorBoardLogger
 from trickbag.train.checkpoint import newest_loadable, prune, save_atomic
@@ -95,7 +94,6 @@ class Trainer:
         self.batch_size, self.steps_per_epoch, self.total_steps = parts.batch_size, parts.steps_per_epoch, parts.total_steps
         self.base_lr = parts.base_lr
         self.out = Path(out) if out else Path("runs") / f"{self.recipe.data.name}-{self.recipe.model.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-        self.quiet = quiet
         self.data_gen = torch.Generator().manual_seed(self.recipe.train.seed)
         # running state (all of it goes into checkpoints)
         self.step = 0
@@ -195,10 +193,12 @@ class Trainer:
     @torch.no_grad()
     def evaluate(self, x_all: torch.Tensor, y_all: torch.Tensor, model: nn.Module | None = None, tta: bool | None = None) -> dict:
         """Loss and accuracy of ``model`` (default: EMA weights if on) on uint8 images, with
-        the recipe's test-time augmentation (``tta=False``: none)."""
+        the recipe's test-time augmentation (``tta=False``: none; ``tta=True``: the mirror
+        whatever the recipe says)."""
         model = model or self.eval_model
         cfg = self.recipe.train
-        flip, shift = (cfg.tta_flip, cfg.tta_translate) if tta is None or tta else (False, 0)
+        flip = cfg.tta_flip if tta is None else tta
+        shift = cfg.tta_translate if tta is not False else 0
         black = self.inputs.black
         was_training = model.training
         model.eval()
@@ -269,10 +269,10 @@ class Trainer:
             self.should_stop = True
             self.stop_reason = f"early stopping: no validation improvement for {self.bad_evals} evaluations"
 
-    def _write_checkpoint(self, name: str) -> None:
+    def _write_checkpoint(self, name: str, state: dict | None = None) -> None:
         folder = self.out / "checkpoints"
         try:
-            save_atomic(self.state_dict(), folder / name)
+            save_atomic(self.state_dict() if state is None else state, folder / name)
         except OSError as exc:
             older = newest_loadable(folder)[0]
             kept = f"the previous checkpoint {older.name} is intact" if older else "no earlier checkpoint exists"
@@ -283,10 +283,11 @@ class Trainer:
         if not self.recipe.train.checkpoint:
             return
         folder = self.out / "checkpoints"
-        self._write_checkpoint(f"epoch_{self.epoch:04d}.pt")
+        state = self.state_dict()
+        self._write_checkpoint(f"epoch_{self.epoch:04d}.pt", state)
         (folder / "interrupt.pt").unlink(missing_ok=True)
         if is_best:
-            self._write_checkpoint("best.pt")
+            self._write_checkpoint("best.pt", state)
         prune(folder, self.recipe.train.keep_checkpoints)
 
     def resume(self) -> str:
@@ -312,7 +313,7 @@ class Trainer:
         except (RuntimeError, KeyError, ValueError) as exc:
             if isinstance(exc, TrainingError):
                 raise
-            changed = _changed_keys(state.get("recipe", {}), to_dict(self.recipe))
+            changed = changed_keys(state.get("recipe", {}), to_dict(self.recipe))
             what = "; ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in changed) or "no recipe key changed"
             raise ResumeError(f"--resume: checkpoint {path.name} does not fit this recipe ({what}). Resume with the run's "
                               f"own recipe, or start a new --out. ({str(exc).splitlines()[0][:200]})") from None
@@ -380,8 +381,7 @@ class Trainer:
                                     "free space, then continue with --resume") from None
 
     def _fit(self, resumed: bool) -> dict:
-        (self.out / "config.yaml.tmp").write_text(yaml.safe_dump(to_dict(self.recipe), sort_keys=False))
-        (self.out / "config.yaml.tmp").replace(self.out / "config.yaml")
+        save(self.recipe, self.out / "config.yaml")
         wall0 = time.perf_counter()
         for cb in self.callbacks:
             cb.on_fit_start(self)
@@ -505,19 +505,4 @@ class Trainer:
         }
         write_json(self.out / "summary.json", summary)
         return summary
-
-
-def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(data, dict) and (not prefix or not any(k in ("params", "init_params", "plateau") for k in prefix.split(".")[-1:])):
-        out: dict[str, Any] = {}
-        for key, value in data.items():
-            out.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
-        return out
-    return {prefix: data}
-
-
-def _changed_keys(before: dict, after: dict) -> list[tuple[str, Any, Any]]:
-    """``(key, checkpoint's value, this recipe's value)`` for every recipe key that differs."""
-    a, b = _flatten(before), _flatten(after)
-    return [(k, a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
 
