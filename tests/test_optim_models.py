@@ -95,6 +95,34 @@ def test_vgg7_is_the_reference_topology():
     assert any(isinstance(m, torch.nn.GELU) for m in vgg7(activation="gelu").modules())
 
 
+def test_vgg7_pool_first_computes_the_same_function_for_positive_bn_scales():
+    """max-pool commutes with x -> relu(a x + b) for a > 0, so with the same weights and BN
+    in eval mode (positive gammas, any running statistics) both orders give one output."""
+    from trickbag.models import vgg7
+
+    torch.manual_seed(0)
+    plain, pooled = vgg7(width=4), vgg7(width=4, pool_first=True)
+    assert sum(isinstance(m, torch.nn.MaxPool2d) for m in pooled.modules()) == 3
+    for m in plain.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.weight.data.uniform_(0.5, 2.0)
+            m.bias.data.normal_()
+            m.running_mean.normal_()
+            m.running_var.uniform_(0.5, 2.0)
+    values = list(plain.state_dict().values())
+    assert len(values) == len(pooled.state_dict())
+    pooled.load_state_dict(dict(zip(pooled.state_dict(), values)))
+    plain.eval()
+    pooled.eval()
+    x = torch.randn(3, 1, 28, 28)
+    torch.testing.assert_close(pooled(x), plain(x), rtol=1e-5, atol=1e-5)
+    # a negative scale breaks the identity: the option is an approximation in training, stated as such
+    for m in list(plain.modules()) + list(pooled.modules()):
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.weight.data.neg_()
+    assert not torch.allclose(pooled(x), plain(x), atol=1e-3)
+
+
 def test_muon_sgd_groups_match_torch_nesterov_sgd_exactly():
     from trickbag.optim import Muon
 

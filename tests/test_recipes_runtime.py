@@ -79,3 +79,25 @@ def test_runtime_auto_choices():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA is not available"):
             resolve_runtime("cuda", "auto", None, conv)
+
+
+def test_auto_precision_table():
+    from trickbag.train.runtime import auto_precision
+
+    # bf16 needs no GradScaler (whose overflow check reads the GPU every step): first choice where it is native
+    assert auto_precision("cuda", True) == "bf16" and auto_precision("cuda", False) == "fp16"
+    assert auto_precision("cpu", True) == "bf16" and auto_precision("cpu", False) == "fp32"  # emulated bf16 is slower
+    assert auto_precision("mps", True) == "fp32"
+
+
+def test_data_on_device_moves_every_split_and_keeps_the_caller_object():
+    from trickbag.data import load_dataset
+    from trickbag.recipes import build, load
+
+    data = load_dataset("synthetic", val_size=20)
+    moved = data.to("meta")  # a device without memory: proves each tensor is moved
+    assert all(getattr(moved, f).device.type == "meta" for f in ("train_x", "train_y", "val_x", "val_y", "test_x", "test_y"))
+    assert data.train_x.device.type == "cpu" and moved.num_classes == data.num_classes
+    recipe = load("fashion-mnist-quick", ["data.on_device=true", "train.device=cpu", "data.train_subset=64", "data.batch_size=32"])
+    parts = build(recipe, data=data)
+    assert parts.data.train_x.device.type == "cpu" and len(parts.data.train_y) == 64

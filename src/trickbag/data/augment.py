@@ -38,8 +38,14 @@ Op = Callable[..., torch.Tensor]
 AUGMENTS: Registry[Op] = Registry("augmentation")
 
 
+def _on(device: torch.device, values: torch.Tensor) -> torch.Tensor:
+    """Random draws from a CPU generator moved to ``device`` without waiting for it: a
+    blocking host-to-GPU copy synchronizes the stream, i.e. stalls every training step."""
+    return values.to(device, non_blocking=True)
+
+
 def _uniform(n: int, generator: torch.Generator, device) -> torch.Tensor:
-    return torch.rand(n, generator=generator).to(device)
+    return _on(device, torch.rand(n, generator=generator))
 
 
 @AUGMENTS.register("flip")
@@ -59,7 +65,7 @@ def pad_crop(x: torch.Tensor, generator: torch.Generator, pad: int = 2, mode: st
         return x
     b, c, h, w = x.shape
     padded = F.pad(x, (pad, pad, pad, pad), mode=mode)
-    offsets = torch.randint(0, 2 * pad + 1, (2, b), generator=generator).to(x.device)
+    offsets = _on(x.device, torch.randint(0, 2 * pad + 1, (2, b), generator=generator))
     rows = (torch.arange(h, device=x.device).view(1, h) + offsets[0].view(b, 1))  # (B, H)
     cols = (torch.arange(w, device=x.device).view(1, w) + offsets[1].view(b, 1))  # (B, W)
     out = padded.gather(2, rows.view(b, 1, h, 1).expand(b, c, h, w + 2 * pad))
@@ -132,7 +138,7 @@ def pca_lighting(x: torch.Tensor, generator: torch.Generator, eigval: torch.Tens
     if eigval is None or eigvec is None:
         raise ValueError("pca_lighting needs eigval and eigvec (trickbag.data.augment.pca_basis(train_images))")
     b, c = x.shape[:2]
-    alpha = torch.randn(b, c, generator=generator).to(x.device) * alphastd
+    alpha = _on(x.device, torch.randn(b, c, generator=generator)) * alphastd
     shift = (alpha * eigval.to(x.device)) @ eigvec.to(x.device).T  # (B, C): sum_j V[c, j] alpha_j lambda_j
     return x + shift.view(b, c, 1, 1).to(x.dtype)
 

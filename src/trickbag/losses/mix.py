@@ -35,7 +35,7 @@ def mixup(
     """
     check_positive("alpha", alpha)
     lam = _beta(alpha, generator)
-    perm = torch.randperm(x.shape[0], generator=generator).to(x.device)
+    perm = torch.randperm(x.shape[0], generator=generator).to(x.device, non_blocking=True)  # no stream sync on CUDA
     q = smooth_targets(y, num_classes, label_smoothing)
     return x * lam + x[perm] * (1.0 - lam), q * lam + q[perm] * (1.0 - lam), lam
 
@@ -56,7 +56,7 @@ def cutmix(
     cy, cx = cy % h, cx % w
     y0, y1 = max(cy - cut_h // 2, 0), min(cy + cut_h // 2, h)
     x0, x1 = max(cx - cut_w // 2, 0), min(cx + cut_w // 2, w)
-    perm = torch.randperm(x.shape[0], generator=generator).to(x.device)
+    perm = torch.randperm(x.shape[0], generator=generator).to(x.device, non_blocking=True)  # no stream sync on CUDA
     out = x.clone()
     out[..., y0:y1, x0:x1] = x[perm][..., y0:y1, x0:x1]
     lam = 1.0 - (y1 - y0) * (x1 - x0) / (h * w)

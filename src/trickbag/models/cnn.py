@@ -91,6 +91,7 @@ def vgg7(
     width: int = 16,
     activation: str = "relu",
     pool: str = "max",
+    pool_first: bool = False,
 ) -> nn.Sequential:
     """Seven 3x3 conv-BN-activation layers at full resolution, VGG style: the right-sized
     net for 28x28 images (issue #10's reference net, a skilled user's choice).
@@ -107,6 +108,10 @@ def vgg7(
         width: W, the first layer's channels (>= 1).
         activation: ``relu``, ``gelu`` (airbench's choice) or ``silu``.
         pool: the global pooling before the head, ``max`` or ``avg``.
+        pool_first: conv -> max-pool -> BN -> activation in the three layers that end a
+            stage (airbench's order): BN and the activation then run on a quarter of the
+            pixels. Max-pool commutes with a monotone activation, and with BN where its
+            scale is positive, so the net computes nearly the same function for less.
     """
     check_positive("width", width)
     check_choice("pool", pool, ("max", "avg"))
@@ -114,7 +119,16 @@ def vgg7(
     w = int(width)
     plan = [(in_channels, w), (w, 2 * w), "pool", (2 * w, 2 * w), (2 * w, 4 * w), "pool", (4 * w, 4 * w), (4 * w, 8 * w), "pool",
             (8 * w, 8 * w)]
-    layers: list[nn.Module] = [nn.MaxPool2d(2) if step == "pool" else conv_bn_act(*step, act=act) for step in plan]
+    layers: list[nn.Module] = []
+    for step, following in zip(plan, plan[1:] + [None]):
+        if step == "pool":
+            if not pool_first:
+                layers.append(nn.MaxPool2d(2))
+        elif pool_first and following == "pool":
+            conv, bn, activation = conv_bn_act(*step, act=act)
+            layers.append(nn.Sequential(conv, nn.MaxPool2d(2), bn, activation))
+        else:
+            layers.append(conv_bn_act(*step, act=act))
     layers += [nn.AdaptiveMaxPool2d(1) if pool == "max" else nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8 * w, num_classes)]
     return nn.Sequential(*layers)
 

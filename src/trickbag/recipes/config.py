@@ -55,6 +55,7 @@ class DataConfig:
     augment: list[dict] = field(default_factory=list)  # [{name: flip}, {name: pad_crop, pad: 2}, ...]
     train_subset: int = 0  # use only the first N training examples (0: all); for quick checks
     progressive: list[list[int]] = field(default_factory=list)  # [[size, epochs], ...]: train at size x size for that many epochs first, then at full size (progressive resizing)
+    on_device: bool | None = None  # keep the uint8 data set in the training device's memory (None: on CUDA); batches are then cut and augmented there with no host copy
 
 
 @dataclass
@@ -101,7 +102,7 @@ class TrainConfig:
     epochs: int = 10
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
-    precision: str = "auto"  # auto | fp32 | bf16 | fp16 (auto: fp16+GradScaler on CUDA, bf16 on CPUs with native bf16, else fp32)
+    precision: str = "auto"  # auto | fp32 | bf16 | fp16 (auto: bf16 on CUDA GPUs with bf16, else fp16+GradScaler; bf16 on CPUs with native bf16, else fp32)
     channels_last: bool | None = None  # None: on for conv nets
     compile: bool = False  # torch.compile the model
     threads: int = 0  # torch CPU threads (0: torch's default)

@@ -1,8 +1,10 @@
 """Device, precision and memory-format choices, made once per run and recorded.
 
 * device ``auto``: cuda, then mps, then cpu.
-* precision ``auto``: fp16 with ``GradScaler`` on CUDA; bf16 autocast on CPUs with native
-  bf16 arithmetic (AVX512-BF16 or AMX); fp32 elsewhere. On a CPU without native bf16,
+* precision ``auto``: bf16 autocast on CUDA GPUs that compute bf16 (Ampere and later: it
+  has fp32's range, so no ``GradScaler``, whose overflow check reads a flag back from the
+  GPU every step), fp16 with ``GradScaler`` on older GPUs; bf16 autocast on CPUs with
+  native bf16 arithmetic (AVX512-BF16 or AMX); fp32 elsewhere. On a CPU without native bf16,
   bf16 autocast is emulated and much *slower* than fp32 (measured: about 10x on a
   2-core AVX2 EPYC, ``benchmarks/precision.py``), so auto never picks it there.
 * channels_last ``None``: on for models with 2-D convolutions.
@@ -16,7 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-__all__ = ["Runtime", "resolve_runtime", "cpu_has_native_bf16"]
+__all__ = ["Runtime", "resolve_runtime", "cpu_has_native_bf16", "auto_precision"]
 
 
 def cpu_has_native_bf16() -> bool:
@@ -27,6 +29,16 @@ def cpu_has_native_bf16() -> bool:
     except OSError:
         return False
     return any(flag in flags.split() for flag in ("avx512_bf16", "amx_bf16"))
+
+
+def auto_precision(device_type: str, native_bf16: bool) -> str:
+    """What ``precision: auto`` picks on ``device_type`` (cuda, cpu, mps, ...), given
+    whether that device computes bf16 natively (see the module docstring)."""
+    if device_type == "cuda":
+        return "bf16" if native_bf16 else "fp16"
+    if device_type == "cpu":
+        return "bf16" if native_bf16 else "fp32"
+    return "fp32"
 
 
 @dataclass(frozen=True)
@@ -67,7 +79,8 @@ def resolve_runtime(device: str, precision: str, channels_last: bool | None, mod
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"train.device is {device!r} but CUDA is not available here; use device=auto or cpu")
     if precision == "auto":
-        precision = "fp16" if dev.type == "cuda" else ("bf16" if dev.type == "cpu" and cpu_has_native_bf16() else "fp32")
+        native = torch.cuda.is_bf16_supported() if dev.type == "cuda" else dev.type == "cpu" and cpu_has_native_bf16()
+        precision = auto_precision(dev.type, native)
     if precision == "fp16" and dev.type == "cpu":
         raise ValueError("train.precision fp16 needs a GPU; on CPU use bf16 or fp32")
     if channels_last is None:

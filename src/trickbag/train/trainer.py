@@ -3,7 +3,7 @@
 Per optimizer step: the lr driver writes ``schedule(step) * plateau scale * group
 multiplier`` into the param groups; the input pipeline augments the batch on the
 device; mixup/cutmix make soft targets; the forward runs under autocast (bf16 on CPU,
-fp16 + GradScaler on CUDA); a non-finite loss skips the step (after ``nan_patience`` of
+bf16 or fp16 + GradScaler on CUDA); a non-finite loss skips the step (after ``nan_patience`` of
 them the run stops, saying what to try); gradients are unscaled before clipping; a step
 the scaler skips does not advance the schedule; the EMA of weights and buffers is updated.
 A loss that stays above ``diverge_factor`` x its start is divergence too: the run stops.
@@ -202,17 +202,20 @@ class Trainer:
         black = self.inputs.black
         was_training = model.training
         model.eval()
-        total_loss, correct, n = 0.0, 0, len(y_all)
+        n = len(y_all)
+        wide = torch.float32 if self.device.type == "mps" else torch.float64  # MPS has no float64
+        total_loss = torch.zeros((), dtype=wide, device=self.device)  # summed on the device: one read at the end
+        correct = torch.zeros((), dtype=torch.long, device=self.device)
         bs = self.recipe.data.eval_batch_size
         for i in range(0, n, bs):
             x = self.prepare(x_all[i : i + bs], train=False)
-            y = y_all[i : i + bs].to(self.device)
+            y = y_all[i : i + bs].to(self.device, non_blocking=True)
             with self.runtime.autocast():
                 probs = sum(weight * F.softmax(model(view).float(), dim=1) for view, weight in tta_views(x, flip, shift, black))
-            total_loss += float(F.nll_loss(probs.clamp_min(1e-12).log(), y, reduction="sum"))
-            correct += int((probs.argmax(1) == y).sum())
+            total_loss += F.nll_loss(probs.clamp_min(1e-12).log(), y, reduction="sum").to(wide)
+            correct += (probs.argmax(1) == y).sum()
         model.train(was_training)
-        return {"loss": total_loss / max(n, 1), "acc": correct / max(n, 1)}
+        return {"loss": float(total_loss) / max(n, 1), "acc": int(correct) / max(n, 1)}
 
     # --- checkpoints ------------------------------------------------------------------
 
@@ -409,11 +412,12 @@ class Trainer:
                 self.perm = torch.randperm(n, generator=self.data_gen)
                 self.batch_in_epoch = 0
                 self.epoch_loss_sum, self.epoch_loss_count = 0.0, 0
+            order = self.perm.to(self.data.train_x.device)  # once per epoch: data kept on a GPU is cut there
             t0 = time.perf_counter()
             steps0 = self.batch_in_epoch
             self.model.train()
             for b in range(self.batch_in_epoch, self.steps_per_epoch):
-                idx = self.perm[b * self.batch_size : (b + 1) * self.batch_size]
+                idx = order[b * self.batch_size : (b + 1) * self.batch_size]
                 loss = self.train_step(self.data.train_x[idx], self.data.train_y[idx])
                 self.batch_in_epoch = b + 1
                 if math.isfinite(loss):
