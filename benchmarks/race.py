@@ -163,7 +163,9 @@ def trickbag_run(data, recipe: str, overrides: list[str], seed: int, device: str
     print(f"{recipe} seed {seed}: {summary['test_acc']:.4f} in {summary['train_time_s']:.1f}s", file=sys.stderr, flush=True)
     return {"seed": seed, "epochs": summary["epochs"], "history": history, "final_test_acc": summary["test_acc"],
             "train_time_s": summary["train_time_s"], "wall_s": wall, "runtime": summary["runtime"],
-            "parameters": summary["parameters"]}
+            "parameters": summary["parameters"],
+            # the same final weights without EMA / with fewer test-time views: those tricks' deltas for free
+            "final_test_acc_no_ema": summary.get("test_acc_no_ema"), "final_test_acc_by_tta": summary.get("test_acc_by_tta", {})}
 
 
 def summarize(runs: list[dict]) -> dict:

@@ -295,6 +295,9 @@ def train_cmd(
         line = f"{summary['stopped']}: {summary['epochs']} epochs, {summary['train_time_s']:.0f}s training, {summary['images_per_s']:.0f} img/s"
         if acc is not None:
             line += f", test accuracy {acc:.4f}"
+            without = [f"{what} {value:.4f}" for what, value in (("without test-time views", summary.get("test_acc_by_tta", {}).get("none")),
+                                                                  ("without EMA", summary.get("test_acc_no_ema"))) if value is not None]
+            line += f" ({', '.join(without)})" if without else ""
         typer.echo(line)
         typer.echo(f"run written to {summary['out']}")
     if summary["stopped"].startswith("interrupted"):

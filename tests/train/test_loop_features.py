@@ -237,3 +237,51 @@ def test_a_step_skipped_by_the_grad_scaler_does_not_advance_the_schedule(tmp_pat
     assert t.step == 2
     assert used == pytest.approx([cosine(0), cosine(1)], rel=1e-12)  # the skipped step took no lr of its own
     assert cosine(1) < cosine(0)
+
+
+# --- 7. what each test-time view is worth -------------------------------------------------
+
+
+def test_summary_gives_test_accuracy_for_every_subset_of_the_tta_views(tmp_path, small_data):
+    """Each entry is recomputed here from the final weights by hand: softmax averages over
+    the views (mirror = flip of the width axis; shifts move the image diagonally by 1 pixel,
+    filling with the value of black), half the weight on the unshifted views."""
+    trainer = Trainer(recipe("train.epochs=1", "train.tta_flip=true", "train.tta_translate=1", "train.ema_decay=0"),
+                      out=tmp_path / "run", quiet=True, data=small_data, tensorboard=False)
+    summary = trainer.fit()
+    by_tta = summary["test_acc_by_tta"]
+    assert set(by_tta) == {"none", "flip", "translate1", "flip+translate1"}
+    assert by_tta["flip+translate1"] == summary["test_acc"]
+
+    model = trainer.model.eval()
+    x = trainer.inputs(small_data.test_x, train=False)
+    black = float(trainer.inputs.black)
+
+    def shifted(img, s):
+        out = torch.full_like(img, black)
+        if s > 0:
+            out[..., s:, s:] = img[..., :-s, :-s]
+        else:
+            out[..., :s, :s] = img[..., -s:, -s:]
+        return out
+
+    def acc(views_weights):
+        with torch.no_grad(), trainer.runtime.autocast():
+            probs = sum(w * F.softmax(model(v).float(), dim=1) for v, w in views_weights)
+        return (probs.argmax(1) == small_data.test_y).float().mean().item()
+
+    mirror = x.flip(-1)
+    expected = {
+        "none": acc([(x, 1.0)]),
+        "flip": acc([(x, 0.5), (mirror, 0.5)]),
+        "translate1": acc([(x, 0.5), (shifted(x, 1), 0.25), (shifted(x, -1), 0.25)]),
+        "flip+translate1": acc([(x, 0.25), (mirror, 0.25)] + [(shifted(v, s), 0.125) for s in (1, -1) for v in (x, mirror)]),
+    }
+    for name, value in expected.items():
+        assert by_tta[name] == pytest.approx(value, abs=1.5 / len(small_data.test_y)), name  # one image may flip on a tie
+
+
+def test_no_tta_breakdown_without_test_time_augmentation(tmp_path, small_data):
+    summary = Trainer(recipe("train.epochs=1", "train.tta_flip=false", "train.tta_translate=0"), out=tmp_path / "run",
+                      quiet=True, data=small_data, tensorboard=False).fit()
+    assert summary["test_acc_by_tta"] == {}

@@ -191,14 +191,15 @@ class Trainer:
         return self.ema.module if self.ema is not None else self.model
 
     @torch.no_grad()
-    def evaluate(self, x_all: torch.Tensor, y_all: torch.Tensor, model: nn.Module | None = None, tta: bool | None = None) -> dict:
+    def evaluate(self, x_all: torch.Tensor, y_all: torch.Tensor, model: nn.Module | None = None, flip: bool | None = None,
+                 shift: int | None = None) -> dict:
         """Loss and accuracy of ``model`` (default: EMA weights if on) on uint8 images, with
-        the recipe's test-time augmentation (``tta=False``: none; ``tta=True``: the mirror
-        whatever the recipe says)."""
+        test-time augmentation: the mirror (``flip``) and diagonal shifts of ``shift`` pixels
+        (``None``: the recipe's ``train.tta_flip`` / ``train.tta_translate``)."""
         model = model or self.eval_model
         cfg = self.recipe.train
-        flip = cfg.tta_flip if tta is None else tta
-        shift = cfg.tta_translate if tta is not False else 0
+        flip = cfg.tta_flip if flip is None else flip
+        shift = cfg.tta_translate if shift is None else shift
         black = self.inputs.black
         was_training = model.training
         model.eval()
@@ -475,12 +476,29 @@ class Trainer:
             history_test.append((self.train_time, test["acc"]))
         return metrics, is_best
 
+    def _tta_breakdown(self, full_acc: float) -> dict[str, float]:
+        """Test accuracy of the final weights with every subset of the recipe's test-time
+        views (``{"none": .., "flip": .., "translate1": .., "flip+translate1": ..}``; the
+        recipe's own is ``full_acc``): what each view is worth on this run, free at training
+        time. Empty when the recipe uses no test-time augmentation."""
+        cfg = self.recipe.train
+        if not (cfg.tta_flip or cfg.tta_translate):
+            return {}
+        out = {}
+        for flip in sorted({False, cfg.tta_flip}):
+            for shift in sorted({0, cfg.tta_translate}):
+                name = "+".join(["flip"] * flip + [f"translate{shift}"] * bool(shift)) or "none"
+                full = flip == cfg.tta_flip and shift == cfg.tta_translate
+                out[name] = full_acc if full else self.evaluate(self.data.test_x, self.data.test_y, flip=flip, shift=shift)["acc"]
+        return out
+
     def _summary(self, wall: float, resumed: bool, history_test: list, evaluate: bool) -> dict:
         final = {}
         if evaluate:
             final = {f"test_{k}": v for k, v in self.evaluate(self.data.test_x, self.data.test_y).items()}
             if self.ema is not None:
                 final.update({f"test_{k}_no_ema": v for k, v in self.evaluate(self.data.test_x, self.data.test_y, self.model).items()})
+            final["test_acc_by_tta"] = self._tta_breakdown(final["test_acc"])
         images = self.step * self.batch_size
         summary = {
             **final,
