@@ -174,5 +174,6 @@ def test_changed_keys_names_dotted_keys_and_compares_free_form_params_whole():
 
     a = to_dict(load("fashion-mnist"))
     b = to_dict(override(load("fashion-mnist"), {"optim.lr": 0.4, "model.params": {"width": 32}}))
-    assert changed_keys(a, b) == [("model.params", {"width": 16}, {"width": 32}), ("optim.lr", 0.2, 0.4)]
+    assert changed_keys(a, b) == [("model.params", a["model"]["params"], {"width": 32}), ("optim.lr", a["optim"]["lr"], 0.4)]
+    assert a["model"]["params"] != {"width": 32} and a["optim"]["lr"] != 0.4
     assert changed_keys(a, a) == []
