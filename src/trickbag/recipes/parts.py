@@ -177,7 +177,8 @@ def build(recipe: Recipe, data: ImageData | None = None) -> Parts:
     check_input_sizes(recipe, data, model)
     runtime = resolve_runtime(train.device, train.precision, train.channels_last, model)
     model.to(runtime.device, memory_format=torch.channels_last if runtime.channels_last else torch.preserve_format)
-    if data_cfg.on_device if data_cfg.on_device is not None else runtime.device.type == "cuda":
+    on_device = data_cfg.on_device if data_cfg.on_device is not None else runtime.device.type == "cuda"
+    if on_device:  # batches are then cut and augmented where the model is: no host copy per step
         data = data.to(runtime.device)
     try:
         inputs = InputPipeline.for_data(data, runtime.device, standardize=data_cfg.standardize, log1p=data_cfg.log1p,
