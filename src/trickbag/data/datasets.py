@@ -18,12 +18,10 @@ should say which copy it was trained on.
 
 from __future__ import annotations
 
-import dataclasses
-
 import os
 import tarfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -104,7 +102,7 @@ class ImageData:
         """The same splits with every tensor on ``device`` (a new object; on the training
         device, batches are cut and augmented without a host-to-device copy per step)."""
         moved = {f: getattr(self, f).to(device) for f in ("train_x", "train_y", "val_x", "val_y", "test_x", "test_y")}
-        return dataclasses.replace(self, **moved)
+        return replace(self, **moved)
 
     def summary(self) -> dict:
         """Sizes, shape, class count and ``source``: what a run records about its data."""

@@ -28,6 +28,14 @@ def conv_bn_act(cin: int, cout: int, kernel: int = 3, stride: int = 1, bn: bool 
     return nn.Sequential(*layers)
 
 
+_ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU}
+
+
+def _activation(name: str) -> type:
+    """The activation class for ``relu``, ``gelu`` or ``silu`` (a clear error otherwise)."""
+    return _ACTIVATIONS[check_choice("activation", name, tuple(_ACTIVATIONS))]
+
+
 @MODELS.register("small_cnn")
 def small_cnn(
     in_channels: int = 1,
@@ -63,7 +71,7 @@ def small_cnn(
     check_positive("depth", depth)
     check_choice("pool", pool, ("max", "avg"))
     check_range("dropout", dropout, 0.0, 1.0, high_open=True)
-    act = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU}[check_choice("activation", activation, ("relu", "gelu", "silu"))]
+    act = _activation(activation)
     layers: list[nn.Module] = [conv_bn_act(in_channels, widths[0], bn=bn, act=act)]
     if stem_pool:
         layers.append(nn.MaxPool2d(2))
@@ -115,7 +123,7 @@ def vgg7(
     """
     check_positive("width", width)
     check_choice("pool", pool, ("max", "avg"))
-    act = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU}[check_choice("activation", activation, ("relu", "gelu", "silu"))]
+    act = _activation(activation)
     w = int(width)
     plan = [(in_channels, w), (w, 2 * w), "pool", (2 * w, 2 * w), (2 * w, 4 * w), "pool", (4 * w, 4 * w), (4 * w, 8 * w), "pool",
             (8 * w, 8 * w)]

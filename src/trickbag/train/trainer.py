@@ -123,8 +123,10 @@ class Trainer:
     # --- data -------------------------------------------------------------------------
 
     def prepare(self, x: torch.Tensor, train: bool) -> torch.Tensor:
-        """uint8 (B, C, H, W) -> augmented (train), standardized float on the device."""
-        return self.inputs(x, train, self.data_gen)
+        """uint8 (B, C, H, W) -> standardized float on the device; for training also augmented
+        and at the epoch's progressive-resizing size (``data.progressive``)."""
+        size = size_at_epoch(self.recipe.data.progressive, self.epoch) if train else None
+        return self.inputs(x, train, self.data_gen, size)
 
     # --- one step ---------------------------------------------------------------------
 
@@ -134,7 +136,7 @@ class Trainer:
         return self.lr_driver.lr
 
     def train_step(self, x_u8: torch.Tensor, y: torch.Tensor) -> float:
-        x = self.inputs(x_u8, True, self.data_gen, size_at_epoch(self.recipe.data.progressive, self.epoch))
+        x = self.prepare(x_u8, train=True)
         y = y.to(self.device, non_blocking=True)
         if self.mixer is not None:
             x, y = self.mixer(x, y)
