@@ -76,6 +76,9 @@ def test_small_models_and_registry():
         build_model("small_cnn", widht=3)
     with pytest.raises(ValueError, match="variant must be one of"):
         resnet(variant="E")
+    with pytest.raises(ValueError, match="pool_first must be true or false, got 'maybe'"):
+        build_model("vgg7", pool_first="maybe")  # a truthy string must not switch the option on
+    assert build_model("small_cnn", widths=[4, 8], stem_pool="true")[1].__class__.__name__ == "MaxPool2d"
 
 
 def test_vgg7_is_the_reference_topology():
