@@ -94,3 +94,49 @@ def test_build_augment_with_did_you_mean():
         A.build_augment([{"name": "padcrop"}])
     with pytest.raises(ValueError, match="no parameter 'padding' \\(did you mean 'pad'\\?\\)"):
         A.build_augment([{"name": "pad_crop", "padding": 2}])
+
+
+def flipped_mask(x, y):
+    """Which images of ``y`` are the mirror of ``x`` (images chosen so no image equals its mirror)."""
+    flipped = (y == x.flip(-1)).flatten(1).all(1)
+    assert bool((flipped | (y == x).flatten(1).all(1)).all())
+    return flipped
+
+
+def test_alternating_flip_mirrors_each_image_every_other_epoch():
+    n = 4000
+    x = images(n, h=4, w=4)
+    index = torch.arange(n)  # image i sits at position i of the training set
+    masks = [flipped_mask(x, A.alternating_flip(x, gen(7), index=index, epoch=e)) for e in range(4)]
+    # epoch 0: about half of the images, not a run of one value
+    share = float(masks[0].float().mean())
+    assert abs(share - 0.5) < 5 * math.sqrt(0.25 / n)
+    # every later epoch mirrors exactly the images the one before did not
+    for e in range(1, 4):
+        assert torch.equal(masks[e], ~masks[e - 1])
+    # an image's flip depends on its index, not on its place in the batch
+    order = torch.randperm(n, generator=gen(4))
+    again = flipped_mask(x[order], A.alternating_flip(x[order], gen(7), index=index[order], epoch=0))
+    assert torch.equal(again, masks[0][order])
+    # another seed picks another half (about half of the images agree)
+    other = flipped_mask(x, A.alternating_flip(x, gen(8), index=index, epoch=0))
+    agree = float((other == masks[0]).float().mean())
+    assert abs(agree - 0.5) < 5 * math.sqrt(0.25 / n)
+
+
+def test_alternating_flip_without_positions_is_a_random_flip():
+    x = images(2000, h=4, w=4)
+    y = A.alternating_flip(x, gen(9))
+    assert torch.equal(y, A.random_flip(x, gen(9)))
+
+
+def test_pipeline_passes_positions_to_the_ops_that_take_them():
+    n = 512
+    x = images(n, h=4, w=4)
+    index = torch.arange(n)
+    aug = A.build_augment([{"name": "alt_flip"}, {"name": "pad_crop", "pad": 0}])
+    first = flipped_mask(x, aug(x, gen(1), index=index, epoch=0))
+    second = flipped_mask(x, aug(x, gen(1), index=index, epoch=1))
+    assert torch.equal(first, ~second)
+    with pytest.raises(ValueError, match="no parameter 'p'"):
+        A.build_augment([{"name": "alt_flip", "p": 0.5}])

@@ -36,18 +36,18 @@ def park():
 
 if mode == "step":  # park before optimizer step `at`
     real_step = trainer_module.Trainer.train_step
-    def train_step(self, x, y):
+    def train_step(self, x, y, **kw):
         if self.step == at:
             park()
-        return real_step(self, x, y)
+        return real_step(self, x, y, **kw)
     trainer_module.Trainer.train_step = train_step
 elif mode == "slow":  # from step `at` on, each step takes 1 s longer (time for a Ctrl-C to land mid-epoch)
     real_step = trainer_module.Trainer.train_step
-    def train_step(self, x, y):
+    def train_step(self, x, y, **kw):
         if self.step >= at:
             open(marker, "w").close()
             time.sleep(1.0)
-        return real_step(self, x, y)
+        return real_step(self, x, y, **kw)
     trainer_module.Trainer.train_step = train_step
 elif mode == "save":  # park halfway through writing the checkpoint of epoch `at`
     real_save = torch.save

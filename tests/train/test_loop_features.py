@@ -285,3 +285,30 @@ def test_no_tta_breakdown_without_test_time_augmentation(tmp_path, small_data):
     summary = Trainer(recipe("train.epochs=1", "train.tta_flip=false", "train.tta_translate=0"), out=tmp_path / "run",
                       quiet=True, data=small_data, tensorboard=False).fit()
     assert summary["test_acc_by_tta"] == {}
+
+
+# --- alternating flips ----------------------------------------------------------------
+
+
+def test_the_loop_gives_alternating_flip_each_images_position_and_epoch(tmp_path, small_data):
+    """Every training image is seen mirrored in exactly one of two consecutive epochs:
+    the trainer passes the batch's positions in the training set and the epoch."""
+    trainer = Trainer(recipe("train.epochs=3", "data.augment=[{name: alt_flip}]", "train.ema_decay=0"),
+                      out=tmp_path / "run", quiet=True, data=small_data, tensorboard=False)
+    augment, seen = trainer.inputs.augment, []
+
+    def recording(x, generator, index=None, epoch=0):
+        out = augment(x, generator, index=index, epoch=epoch)
+        mirrored = (out == x.flip(-1)).flatten(1).all(1) & ~(x == x.flip(-1)).flatten(1).all(1)
+        seen.append((epoch, index.clone(), mirrored))
+        return out
+
+    trainer.inputs.augment = recording
+    trainer.fit()
+    n = len(small_data.train_y)
+    flips = torch.full((3, n), -1)
+    for epoch, index, mirrored in seen:
+        flips[epoch, index] = mirrored.long()
+    assert bool((flips >= 0).all())  # every image, every epoch (600 images, batch 50: none dropped)
+    assert 0.3 < float(flips[0].float().mean()) < 0.7
+    assert torch.equal(flips[1], 1 - flips[0]) and torch.equal(flips[2], flips[0])

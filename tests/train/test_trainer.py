@@ -33,7 +33,8 @@ def assert_same(a, b):
         assert torch.equal(a[k], b[k]), k
 
 
-EXTRAS = ["loss.mixup_alpha=0.2", "train.ema_decay=0.9", "model.params={widths: [8, 16], dropout: 0.2}"]
+EXTRAS = ["loss.mixup_alpha=0.2", "train.ema_decay=0.9", "model.params={widths: [8, 16], dropout: 0.2}",
+          "data.augment=[{name: alt_flip}, {name: pad_crop, pad: 2}]"]  # alt_flip: its epoch and positions survive a resume
 
 
 def test_resume_after_an_epoch_is_bit_exact(tmp_path, small_data):

@@ -72,14 +72,16 @@ class InputPipeline:
         return (0.0 - self.mean) / self.std  # to_unit(0) is 0, log1p(0) too
 
     def __call__(self, images: torch.Tensor, train: bool = False, generator: torch.Generator | None = None,
-                 size: int | None = None) -> torch.Tensor:
+                 size: int | None = None, index: torch.Tensor | None = None, epoch: int = 0) -> torch.Tensor:
         """uint8 ``(B, C, H, W)`` -> standardized float on the device (augmented if ``train``,
-        resized to ``size`` x ``size`` with antialiased bilinear interpolation if given)."""
+        resized to ``size`` x ``size`` with antialiased bilinear interpolation if given).
+        ``index`` (the images' positions in the training set) and ``epoch`` reach the
+        augmentations that use them (``alt_flip``)."""
         x = to_unit(images.to(self.device, non_blocking=True), self.log1p)
         if train and self.augment is not None:
             if generator is None:
                 raise ValueError("training inputs need a torch.Generator for the augmentation (generator=None)")
-            x = self.augment(x, generator)
+            x = self.augment(x, generator, index=index, epoch=epoch)
         if size is not None and size != x.shape[-1]:
             x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
         x = (x - self.mean) / self.std

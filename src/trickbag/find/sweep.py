@@ -264,8 +264,8 @@ def parts_batches(parts: Any, num_batches: int) -> list[tuple[torch.Tensor, torc
     data, bs, seed = parts.data, parts.batch_size, parts.recipe.train.seed
     order = torch.randperm(len(data.train_y), generator=torch.Generator().manual_seed(seed))
     augment_gen = torch.Generator().manual_seed(seed)
-    return [(parts.inputs(data.train_x[order[i : i + bs]], True, augment_gen), data.train_y[order[i : i + bs]].to(parts.device))
-            for i in range(0, min(len(order), bs * num_batches) - bs + 1, bs)]
+    batches = [order[i : i + bs] for i in range(0, min(len(order), bs * num_batches) - bs + 1, bs)]
+    return [(parts.inputs(data.train_x[idx], True, augment_gen, index=idx), data.train_y[idx].to(parts.device)) for idx in batches]
 
 
 def parts_range_test(parts: Any, start_lr: float = 1e-7, end_lr: float = 10.0, num_iter: int = 100, **kwargs: Any) -> LRFinderResult:

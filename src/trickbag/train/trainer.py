@@ -122,11 +122,12 @@ class Trainer:
 
     # --- data -------------------------------------------------------------------------
 
-    def prepare(self, x: torch.Tensor, train: bool) -> torch.Tensor:
+    def prepare(self, x: torch.Tensor, train: bool, index: torch.Tensor | None = None) -> torch.Tensor:
         """uint8 (B, C, H, W) -> standardized float on the device; for training also augmented
-        and at the epoch's progressive-resizing size (``data.progressive``)."""
+        (``index``: the images' positions in the training set, for ``alt_flip``) and at the
+        epoch's progressive-resizing size (``data.progressive``)."""
         size = size_at_epoch(self.recipe.data.progressive, self.epoch) if train else None
-        return self.inputs(x, train, self.data_gen, size)
+        return self.inputs(x, train, self.data_gen, size, index=index, epoch=self.epoch)
 
     # --- one step ---------------------------------------------------------------------
 
@@ -135,8 +136,8 @@ class Trainer:
         """The lr of the current (or last) step, before per-group multipliers."""
         return self.lr_driver.lr
 
-    def train_step(self, x_u8: torch.Tensor, y: torch.Tensor) -> float:
-        x = self.prepare(x_u8, train=True)
+    def train_step(self, x_u8: torch.Tensor, y: torch.Tensor, index: torch.Tensor | None = None) -> float:
+        x = self.prepare(x_u8, train=True, index=index)
         y = y.to(self.device, non_blocking=True)
         if self.mixer is not None:
             x, y = self.mixer(x, y)
@@ -421,7 +422,7 @@ class Trainer:
             self.model.train()
             for b in range(self.batch_in_epoch, self.steps_per_epoch):
                 idx = order[b * self.batch_size : (b + 1) * self.batch_size]
-                loss = self.train_step(self.data.train_x[idx], self.data.train_y[idx])
+                loss = self.train_step(self.data.train_x[idx], self.data.train_y[idx], index=idx)
                 self.batch_in_epoch = b + 1
                 if math.isfinite(loss):
                     self.epoch_loss_sum += loss
