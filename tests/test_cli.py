@@ -80,6 +80,16 @@ def test_inspect_init_shows_vanishing_and_healthy_signals(tmp_path):
     assert math.isclose(inits["he_normal"]["layers"][0]["weight_std"], (2 / 784) ** 0.5, rel_tol=0.05)
 
 
+def test_tricks_listing():
+    from trickbag.experiments.tricks import trick_names
+
+    data = json.loads(run("tricks", "--json").stdout, parse_constant=lambda c: pytest.fail(c))["tricks"]
+    assert [row["name"] for row in data] == trick_names()
+    zero_gamma = next(row for row in data if row["name"] == "zero_gamma")
+    assert zero_gamma["needs"] == "a ResNet" and "BN" in zero_gamma["changes"]
+    assert "label_smoothing" in run("tricks").stdout
+
+
 def test_schedules_listing():
     data = json.loads(run("schedules", "--json").stdout)["schedules"]
     for name in ("exponential_decay", "cosine_decay_restarts", "one_cycle", "cifar_200_epochs"):

@@ -255,6 +255,24 @@ def recipes_cmd(as_json: JsonOpt = False) -> None:
     _console().print(table)
 
 
+@app.command("tricks")
+def tricks_cmd(as_json: JsonOpt = False) -> None:
+    """List the tricks an ablation can toggle: what each changes and what it needs."""
+    from trickbag.experiments.tricks import TRICKS
+
+    rows = [{"name": name, "changes": TRICKS.get(name).summary, "needs": TRICKS.get(name).needs or "any recipe"}
+            for name in TRICKS.names()]
+    if as_json:
+        _print_json({"tricks": rows})
+        return
+    from rich.table import Table
+
+    table = Table("trick", "what it changes", "needs")
+    for row in rows:
+        table.add_row(row["name"], row["changes"], row["needs"])
+    _console().print(table)
+
+
 @app.command("train")
 def train_cmd(
     recipe: Annotated[str, typer.Option(help="Recipe name (see `trickbag recipes`) or a YAML file.")] = "fashion-mnist",

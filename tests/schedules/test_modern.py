@@ -101,6 +101,15 @@ def test_step_decay_and_multistep_match_torch():
     np.testing.assert_allclose(got, ref, rtol=1e-12)
 
 
+def test_multistep_with_warmup_keeps_its_milestones_steps_of_the_run():
+    """lr * t / m for t < m, then MultiStepLR's value: the milestones do not move with the warmup."""
+    s = S.multistep(0.4, (10, 20, 30), 0.1, warmup_steps=4)
+    expected = [0.4 * t / 4 if t < 4 else 0.4 * 0.1 ** sum(t >= m for m in (10, 20, 30)) for t in range(40)]
+    np.testing.assert_allclose([s(t) for t in range(40)], expected, rtol=1e-12, atol=1e-15)
+    with pytest.raises(ValueError, match="milestones must be > warmup_steps"):
+        S.multistep(0.4, (3, 20), warmup_steps=4)
+
+
 def test_cifar_presets_follow_the_seed_tables():
     spe = 391  # ceil(50_000 / 128)
     s = S.cifar_200_epochs(spe)

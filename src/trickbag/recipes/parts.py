@@ -73,7 +73,10 @@ class Parts:
 
 def steps_from_units(value: Any, steps_per_epoch: int, total_steps: int, key: str = "") -> Any:
     """``"3ep"`` -> 3 epochs of steps, ``"500ba"`` -> 500, ``"0.25dur"`` -> a quarter of the
-    run (Composer's units); numeric text (``"1e-5"``) -> a number; other values pass through."""
+    run (Composer's units); numeric text (``"1e-5"``) -> a number; a list converts each
+    element (``milestones: [0.5dur, 0.75dur]``); other values pass through."""
+    if isinstance(value, (list, tuple)):
+        return [steps_from_units(v, steps_per_epoch, total_steps, key) for v in value]
     if not isinstance(value, str):
         return value
     text = value.strip()
