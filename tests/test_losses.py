@@ -119,3 +119,31 @@ def test_distillation_formula():
     expected = (1 - 0.5) * F.cross_entropy(s, y) + 0.5 * T * T * kl
     value = float(distillation_loss(s, t, y, temperature=20))
     assert math.isfinite(value) and value == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_distillation_with_alpha_0_is_plain_cross_entropy():
+    from trickbag.losses.distill import DistillationLoss
+
+    g = torch.Generator().manual_seed(5)
+    s, t = torch.randn(16, 10, generator=g), torch.randn(16, 10, generator=g)
+    y = torch.randint(0, 10, (16,), generator=g)
+    assert float(DistillationLoss(0.0, 20.0, 0.1)(s, y, t)) == pytest.approx(float(F.cross_entropy(s, y, label_smoothing=0.1)), rel=1e-6)
+
+
+def test_distillation_gradient_at_temperature_matches_the_closed_form():
+    """d/dz [(1-a) CE(z, y) + a T^2 KL(p_T || softmax(z/T))] / N-batch
+    = ((1-a)(softmax(z) - onehot(y)) + a T (softmax(z/T) - p_T)) / N   (Hinton et al. 2015, eq. 2)."""
+    from trickbag.losses.distill import DistillationLoss
+
+    g = torch.Generator().manual_seed(6)
+    n, k = 12, 7
+    z = torch.randn(n, k, generator=g, dtype=torch.float64).requires_grad_()
+    teacher = torch.randn(n, k, generator=g, dtype=torch.float64) * 3
+    y = torch.randint(0, k, (n,), generator=g)
+    for a, T in ((0.5, 20.0), (0.3, 4.0), (1.0, 2.0)):
+        z.grad = None
+        DistillationLoss(a, T)(z, y, teacher).backward()
+        soft_student = torch.softmax(z.detach() / T, 1)
+        soft_teacher = torch.softmax(teacher / T, 1)
+        expected = ((1 - a) * (torch.softmax(z.detach(), 1) - F.one_hot(y, k)) + a * T * (soft_student - soft_teacher)) / n
+        torch.testing.assert_close(z.grad, expected, rtol=1e-4, atol=1e-6)

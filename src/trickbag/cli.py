@@ -57,15 +57,16 @@ def _print_json(obj: dict[str, Any]) -> None:
     sys.stdout.write(dumps(obj) + "\n")
 
 
-def _build_parts(recipe: str, overrides: list[str] | None, data_dir: str | None = None):
-    """``recipes.build`` of a recipe name or file with ``--set`` overrides (and ``--data-dir``)."""
+def _build_parts(recipe: str, overrides: list[str] | None, data_dir: str | None = None, out: str | None = None):
+    """``recipes.build`` of a recipe name or file with ``--set`` overrides (and ``--data-dir``);
+    a recipe-named distillation teacher is kept beside ``out``."""
     from trickbag.recipes import build, load, override
 
     with _user_errors():
         loaded = load(recipe, list(overrides or []))
         if data_dir:
             loaded = override(loaded, {"data.data_dir": data_dir})
-        return build(loaded)
+        return build(loaded, teacher_cache=Path(out).parent if out else None)
 
 
 def _console():
@@ -273,6 +274,67 @@ def tricks_cmd(as_json: JsonOpt = False) -> None:
     _console().print(table)
 
 
+@app.command("ablate")
+def ablate_cmd(
+    tricks: Annotated[str, typer.Option(help="Comma-separated tricks to toggle, in table order (see `trickbag tricks`).")],
+    recipe: Annotated[str, typer.Option(help="Recipe name or YAML file the variants are made from.")] = "fashion-mnist",
+    seeds: Annotated[int, typer.Option(help="Seeds per variant (0..N-1), the same for every variant (paired).")] = 3,
+    mode: Annotated[str, typer.Option(help="cumulative (the paper's table) | one-at-a-time | leave-one-out.")] = "cumulative",
+    set_: Annotated[list[str] | None, typer.Option("--set", "-s", help="Override a recipe key for every variant: a.b=value; repeat.")] = None,
+    jobs: Annotated[int, typer.Option(help="Runs in parallel (worker processes sharing the cores).")] = 1,
+    budget: Annotated[str, typer.Option(help="epochs: the recipe's epochs for all; time: every variant the baseline's training time.")] = "epochs",
+    out: Annotated[str, typer.Option(help="Output directory: runs, table.md, table.csv, deltas.png, ablation.json. Rerun to resume.")] = "runs/ablate",
+    as_json: JsonOpt = False,
+) -> None:
+    """What is each trick worth? Every variant on the same seeds; mean ± sd, the paired delta's 95% CI and p."""
+    from trickbag.experiments.ablate import Ablation, plot_deltas, to_markdown
+    from trickbag.recipes import load
+
+    if seeds < 1:
+        _fail(f"--seeds must be >= 1, got {seeds}")
+    if jobs < 1:
+        _fail(f"--jobs must be >= 1, got {jobs}")
+    with _user_errors():
+        base = load(recipe, list(set_ or []))
+        ablation = Ablation(base, [t.strip() for t in tricks.split(",") if t.strip()], mode, list(range(seeds)), out, budget)
+    say = (lambda text: None) if as_json else (lambda text: typer.echo(text, err=True))
+    try:
+        with _user_errors():
+            result = ablation.run(jobs, progress=say)
+    except KeyboardInterrupt:
+        _fail(f"interrupted: finished runs are kept; rerun the same command to continue ({out})", 130)
+    plot = plot_deltas(result, Path(out) / "deltas.png") if len(result["variants"]) > 1 else None
+    if as_json:
+        _print_json(result)
+        return
+    typer.echo(to_markdown(result))
+    typer.echo(f"written to {out}: table.md, table.csv, ablation.json{', ' + Path(plot).name if plot else ''}")
+
+
+@app.command("ensemble")
+def ensemble_cmd(
+    members: Annotated[list[str], typer.Argument(help="Run directories (their final weights) or checkpoint files.")],
+    tta: Annotated[str, typer.Option(help="recipe: each member's own test-time views; flip: mirror on for all; none: off for all.")] = "recipe",
+    device: Annotated[str | None, typer.Option(help="Evaluate on this device (default: each recipe's).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Test accuracy of the average of several nets' predicted probabilities, beside each member's."""
+    from trickbag.train.ensemble import ensemble_accuracy
+
+    choices = {"recipe": None, "flip": True, "none": False}
+    if tta not in choices:
+        _fail(f"--tta must be one of {', '.join(choices)}; got {tta!r}")
+    with _user_errors():
+        result = ensemble_accuracy(members, choices[tta], device=device)
+    if as_json:
+        _print_json(result)
+        return
+    for m in result["members"]:
+        typer.echo(f"member {m['test_acc']:.4f}  {m['source']}")
+    typer.echo(f"ensemble of {result['n']}: test accuracy {result['ensemble_test_acc']:.4f} "
+               f"(members: mean {result['member_test_acc_mean']:.4f}, best {result['member_test_acc_best']:.4f})")
+
+
 @app.command("train")
 def train_cmd(
     recipe: Annotated[str, typer.Option(help="Recipe name (see `trickbag recipes`) or a YAML file.")] = "fashion-mnist",
@@ -296,7 +358,7 @@ def train_cmd(
         if not saved.is_file():
             _fail(f"--resume: {saved} does not exist; nothing to resume")
         recipe = str(saved)
-    parts = _build_parts(recipe, set_, data_dir)
+    parts = _build_parts(recipe, set_, data_dir, out)
     trainer = Trainer(parts, out=out, quiet=quiet or as_json)
     try:
         summary = trainer.fit(resume=resume, overwrite=overwrite)

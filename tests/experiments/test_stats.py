@@ -92,3 +92,13 @@ def test_bad_input_names_the_problem():
         compare_paired([1.0, float("nan")], [1.0, 2.0])
     with pytest.raises(ValueError, match="variant must hold at least one value"):
         compare_paired([], [])
+
+
+def test_stats_and_tricks_stay_torch_free():
+    import subprocess
+    import sys
+
+    code = ("import sys; from trickbag.experiments import compare_paired, with_tricks; from trickbag.recipes import load; "
+            "with_tricks(load('fashion-mnist'), ['muon'], []); print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["False"]

@@ -46,6 +46,7 @@ EXPECTED = {
     "muon": (DEFAULT, ["optim.name=nesterov"], {"optim.name": "muon"}),
     "pool_first": (DEFAULT, ["model.params={width: 16, pool_first: false}"], {"model.params": {"width": 16, "pool_first": True}}),
     "alt_flip": (DEFAULT, [], {"data.augment": [{"name": "alt_flip"}, {"name": "pad_crop", "pad": 2}]}),
+    "distillation": (DEFAULT, ["distill.teacher=fashion-mnist-quick"], {"distill.alpha": 0.5}),
 }
 
 
@@ -86,6 +87,7 @@ def test_on_keeps_the_recipes_own_setting():
     ("warmup", "cifar100-200ep", "trick 'warmup' needs a cosine or multistep schedule; the recipe has schedule 'cifar_200_epochs'"),
     ("cosine", "cifar100-200ep", "trick 'cosine' needs a cosine or multistep schedule"),
     ("muon", "fashion-mnist-lstm", "trick 'muon' needs optim.name muon or nesterov"),
+    ("distillation", DEFAULT, "trick 'distillation' needs distill.teacher (a run directory, checkpoint file or recipe); the recipe has none"),
 ])
 def test_a_trick_refuses_a_recipe_it_cannot_apply_to(name, recipe_name, message):
     with pytest.raises(TrickError, match=message.replace("(", "\\(").replace(")", "\\)")):

@@ -257,3 +257,11 @@ def _alt_flip(recipe: Recipe, on: bool) -> Recipe:
     src, dst = ("flip", "alt_flip") if on else ("alt_flip", "flip")
     augment = [{**a, "name": dst} if a.get("name") == src else dict(a) for a in recipe.data.augment]
     return override(recipe, {"data.augment": augment})
+
+
+@register_trick("distillation", "knowledge distillation from distill.teacher, alpha 0.5 (and T 20) unless the recipe sets them "
+                "(Hinton et al. 2015; He et al. sec. 5.3)", needs="distill.teacher")
+def _distillation(recipe: Recipe, on: bool) -> Recipe:
+    _need(bool(recipe.distill.teacher), "distillation", "distill.teacher (a run directory, checkpoint file or recipe)",
+          "none")
+    return _number(recipe, "distill.alpha", on, 0.5)

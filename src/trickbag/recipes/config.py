@@ -35,8 +35,9 @@ from trickbag._checks import (
 from trickbag._files import write_text_atomic
 from trickbag._params import YamlError, coerce, load_yaml
 
-__all__ = ["Recipe", "DataConfig", "ModelConfig", "OptimConfig", "ScheduleConfig", "LossConfig", "TrainConfig",
-           "load", "save", "override", "available", "RecipeError", "apply_overrides", "to_dict", "from_dict", "changed_keys"]
+__all__ = ["Recipe", "DataConfig", "ModelConfig", "OptimConfig", "ScheduleConfig", "LossConfig", "DistillConfig", "TrainConfig",
+           "load", "save", "override", "available", "RecipeError", "apply_overrides", "to_dict", "from_dict", "changed_keys",
+           "recipe_key"]
 
 
 class RecipeError(ValueError):
@@ -98,6 +99,13 @@ class LossConfig:
 
 
 @dataclass
+class DistillConfig:
+    teacher: str | None = None  # a run directory, a checkpoint file, or a recipe (trained first, cached beside the run)
+    alpha: float = 0.0  # weight of the soft term (1 - alpha on the labels); 0: no distillation
+    temperature: float = 20.0  # T of both softmaxes; the soft term is scaled by T^2 (Bag of Tricks: T = 20)
+
+
+@dataclass
 class TrainConfig:
     epochs: int = 10
     seed: int = 0
@@ -114,6 +122,7 @@ class TrainConfig:
     nan_patience: int = 10  # stop after N non-finite losses (each skips its step), or N steps in a row above diverge_factor
     diverge_factor: float = 100.0  # a loss above this many times its start (mean of the first 10 steps) is divergence; 0: off
     keep_checkpoints: int = 2  # last K epoch checkpoints kept (plus best.pt)
+    snapshots: bool = False  # save checkpoints/snapshot_<step>.pt at the end of every lr cycle (a restart), for snapshot ensembles
     checkpoint: bool = True
     eval_every: int = 1  # epochs between validation evaluations
     eval_test: bool = False  # also evaluate test every epoch (benchmarks' time-to-accuracy; decisions still use val)
@@ -128,6 +137,7 @@ class Recipe:
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     loss: LossConfig = field(default_factory=LossConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def validate(self) -> Recipe:
@@ -160,7 +170,7 @@ _RANGE_CHECKS = [
     ("optim.base_batch_size", check_nonnegative), ("optim.clip_norm", check_nonnegative), ("optim.clip_value", check_nonnegative),
     ("optim.muon_lr", check_positive), ("optim.muon_momentum", _unit_open),
     ("loss.label_smoothing", _unit_open), ("loss.mixup_alpha", check_nonnegative), ("loss.cutmix_alpha", check_nonnegative),
-    ("loss.mix_prob", _unit),
+    ("loss.mix_prob", _unit), ("distill.alpha", _unit), ("distill.temperature", check_positive),
     ("train.epochs", check_positive), ("train.precision", partial(check_choice, choices=("auto", "fp32", "bf16", "fp16"))),
     ("train.ema_decay", _unit_open), ("train.early_stopping", check_nonnegative), ("train.tta_translate", check_nonnegative), ("train.nan_patience", check_positive),
     ("train.diverge_factor", check_nonnegative),
@@ -222,6 +232,18 @@ def changed_keys(before: dict, after: dict) -> list[tuple[str, Any, Any]]:
     (``to_dict``) that differs, sorted by key."""
     a, b = _flatten(before), _flatten(after)
     return [(k, a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+
+
+def recipe_key(recipe: Recipe) -> str:
+    """12 hex digits naming what a recipe trains (its seed and description aside): runs of
+    equal keys differ only in their seed. Ablations and teacher caches are keyed by it."""
+    import hashlib
+    import json
+
+    data = to_dict(recipe)
+    data.pop("description", None)
+    data["train"] = {k: v for k, v in data["train"].items() if k != "seed"}
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
 def _recipe_dir():

@@ -21,6 +21,7 @@ import inspect
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -31,6 +32,7 @@ from trickbag.data import ImageData, load_dataset
 from trickbag.data.pipeline import InputPipeline
 from trickbag.init import initialize, zero_gamma
 from trickbag.losses import MixUpCutMix, soft_target_cross_entropy
+from trickbag.losses.distill import DistillationLoss
 from trickbag.models import MODELS, build_model
 from trickbag.optim import build_optimizer, linear_scaling, param_groups
 from trickbag.recipes.config import Recipe, RecipeError
@@ -57,7 +59,7 @@ class Parts:
     schedule: Schedule
     lr_driver: ScheduledLR  # writes schedule(step) * plateau scale * group multiplier into the optimizer
     scaler: torch.amp.GradScaler
-    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (float logits, labels or soft targets) -> loss
+    loss_fn: Callable[..., torch.Tensor]  # (float logits, labels or soft targets[, teacher logits]) -> loss
     batch_size: int
     steps_per_epoch: int
     total_steps: int
@@ -65,6 +67,7 @@ class Parts:
     ema: nn.Module | None = None  # torch AveragedModel of weights and buffers
     mixer: MixUpCutMix | None = None
     callbacks: list[Any] = field(default_factory=list)
+    teacher: nn.Module | None = None  # distillation: frozen, eval mode; the loss then takes its logits
 
     @property
     def device(self) -> torch.device:
@@ -157,15 +160,17 @@ def check_input_sizes(recipe: Recipe, data: ImageData, model: nn.Module) -> None
         model.train(was_training)
 
 
-def build(recipe: Recipe, data: ImageData | None = None) -> Parts:
+def build(recipe: Recipe, data: ImageData | None = None, teacher_cache: str | Path | None = None) -> Parts:
     """Every part of a run of ``recipe``; ``data`` replaces loading ``recipe.data.name``
     (the caller's object is not changed). Seeds torch's and Python's global RNGs with
-    ``train.seed`` first, so the same recipe builds the same parts."""
+    ``train.seed`` first, so the same recipe builds the same parts. ``teacher_cache``: the
+    folder a recipe-named distillation teacher is trained into and kept (default ``runs``)."""
     train, data_cfg, optim_cfg, loss_cfg = recipe.train, recipe.data, recipe.optim, recipe.loss
     if train.threads:
         torch.set_num_threads(train.threads)
     torch.manual_seed(train.seed)
     random.seed(train.seed)
+    given = data
     if data is None:
         data = load_dataset(data_cfg.name, data_cfg.data_dir, data_cfg.val_size, train.seed)
     if data_cfg.train_subset:
@@ -207,6 +212,13 @@ def build(recipe: Recipe, data: ImageData | None = None) -> Parts:
                             label_smoothing=loss_cfg.label_smoothing, seed=train.seed + 1)
     # the mixer smooths its soft targets itself; smoothing them again would count eps twice
     smoothing = 0.0 if mixer is not None else loss_cfg.label_smoothing
+    teacher, loss_fn = None, functools.partial(soft_target_cross_entropy, label_smoothing=smoothing)
+    if recipe.distill.alpha > 0:
+        from trickbag.train.teacher import resolve_teacher
+
+        # the teacher trains on / is sized by the data the caller gave, else loads its own
+        teacher = resolve_teacher(recipe, given, runtime.device, runtime.channels_last, teacher_cache)
+        loss_fn = DistillationLoss(recipe.distill.alpha, recipe.distill.temperature, smoothing)
     callbacks: list[Any] = []
     if train.doctor_every:
         from trickbag.doctor.monitor import DoctorMonitor
@@ -216,7 +228,7 @@ def build(recipe: Recipe, data: ImageData | None = None) -> Parts:
         recipe=recipe, data=data, model=model, forward=torch.compile(model) if train.compile else model,
         runtime=runtime, inputs=inputs, optimizer=optimizer, schedule=schedule,
         lr_driver=attach(optimizer, schedule, plateau=plateau), scaler=runtime.grad_scaler(),
-        loss_fn=functools.partial(soft_target_cross_entropy, label_smoothing=smoothing),
+        loss_fn=loss_fn, teacher=teacher,
         batch_size=batch_size, steps_per_epoch=steps_per_epoch, total_steps=total_steps, base_lr=base_lr,
         ema=build_ema(model, train.ema_decay, train.ema_warmup) if train.ema_decay else None,
         mixer=mixer, callbacks=callbacks,

@@ -22,7 +22,7 @@ from types import TracebackType
 from trickbag._files import temporary_path
 from trickbag.train.errors import RunDirError
 
-__all__ = ["RunLock", "run_artifacts", "clear_run", "remove_partial_writes", "RUN_FILES"]
+__all__ = ["RunLock", "run_artifacts", "clear_run", "remove_partial_writes", "RUN_FILES", "finished_summary"]
 
 #: what ``trickbag train`` writes into a run directory
 RUN_FILES = ("config.yaml", "metrics.jsonl", "summary.json", "doctor.jsonl", "checkpoints", "tensorboard")
@@ -116,3 +116,17 @@ def remove_partial_writes(out: str | os.PathLike) -> list[str]:
             path.unlink()
             removed.append(path.name)
     return sorted(removed)
+
+
+def finished_summary(out: str | os.PathLike) -> dict | None:
+    """The ``summary.json`` of a run that ended (completed, stopped early, or diverged), or
+    None: not started, killed, or interrupted with Ctrl-C (those continue from a checkpoint)."""
+    import json
+
+    try:
+        summary = json.loads((Path(out) / "summary.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(summary, dict) or str(summary.get("stopped", "")).startswith("interrupted"):
+        return None
+    return summary

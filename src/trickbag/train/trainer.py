@@ -80,7 +80,7 @@ class Trainer:
         if isinstance(parts, Recipe):
             from trickbag.recipes.parts import build
 
-            parts = build(parts, data=data)
+            parts = build(parts, data=data, teacher_cache=Path(out).parent if out else None)
         elif data is not None:
             raise ValueError("data= goes with a Recipe; built Parts already hold their data")
         self.parts = parts
@@ -90,7 +90,7 @@ class Trainer:
         self.device, self.inputs = parts.runtime.device, parts.inputs
         self.optimizer, self.schedule, self.lr_driver, self.scaler = parts.optimizer, parts.schedule, parts.lr_driver, parts.scaler
         self.plateau = parts.lr_driver.plateau
-        self.ema, self.mixer, self.loss_fn = parts.ema, parts.mixer, parts.loss_fn
+        self.ema, self.mixer, self.loss_fn, self.teacher = parts.ema, parts.mixer, parts.loss_fn, parts.teacher
         self.batch_size, self.steps_per_epoch, self.total_steps = parts.batch_size, parts.steps_per_epoch, parts.total_steps
         self.base_lr = parts.base_lr
         self.out = Path(out) if out else Path("runs") / f"{self.recipe.data.name}-{self.recipe.model.name}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -144,7 +144,12 @@ class Trainer:
         self.lr_driver.set_step(self.step)
         with self.runtime.autocast():
             logits = self.forward(x)
-        loss = self.loss_fn(logits.float(), y)
+        if self.teacher is None:
+            loss = self.loss_fn(logits.float(), y)
+        else:  # distillation: the frozen teacher's logits on the same (augmented, mixed) batch
+            with torch.no_grad(), self.runtime.autocast():
+                teacher_logits = self.teacher(x)
+            loss = self.loss_fn(logits.float(), y, teacher_logits.float())
         value = float(loss.detach())
         if not math.isfinite(value):
             self.optimizer.zero_grad(set_to_none=True)
@@ -194,11 +199,12 @@ class Trainer:
         return self.ema.module if self.ema is not None else self.model
 
     @torch.no_grad()
-    def evaluate(self, x_all: torch.Tensor, y_all: torch.Tensor, model: nn.Module | None = None, flip: bool | None = None,
-                 shift: int | None = None) -> dict:
-        """Loss and accuracy of ``model`` (default: EMA weights if on) on uint8 images, with
-        test-time augmentation: the mirror (``flip``) and diagonal shifts of ``shift`` pixels
-        (``None``: the recipe's ``train.tta_flip`` / ``train.tta_translate``)."""
+    def predict(self, x_all: torch.Tensor, model: nn.Module | None = None, flip: bool | None = None,
+                shift: int | None = None) -> torch.Tensor:
+        """Class probabilities ``(N, K)`` (float32, on the device) of ``model`` (default: EMA
+        weights if on) for uint8 images, averaged over the test-time views: the mirror
+        (``flip``) and diagonal shifts of ``shift`` pixels (``None``: the recipe's
+        ``train.tta_flip`` / ``train.tta_translate``)."""
         model = model or self.eval_model
         cfg = self.recipe.train
         flip = cfg.tta_flip if flip is None else flip
@@ -206,20 +212,27 @@ class Trainer:
         black = self.inputs.black
         was_training = model.training
         model.eval()
-        n = len(y_all)
-        wide = torch.float32 if self.device.type == "mps" else torch.float64  # MPS has no float64
-        total_loss = torch.zeros((), dtype=wide, device=self.device)  # summed on the device: one read at the end
-        correct = torch.zeros((), dtype=torch.long, device=self.device)
         bs = self.recipe.data.eval_batch_size
-        for i in range(0, n, bs):
+        out = []
+        for i in range(0, len(x_all), bs):
             x = self.prepare(x_all[i : i + bs], train=False)
-            y = y_all[i : i + bs].to(self.device, non_blocking=True)
             with self.runtime.autocast():
-                probs = sum(weight * F.softmax(model(view).float(), dim=1) for view, weight in tta_views(x, flip, shift, black))
-            total_loss += F.nll_loss(probs.clamp_min(1e-12).log(), y, reduction="sum").to(wide)
-            correct += (probs.argmax(1) == y).sum()
+                out.append(sum(weight * F.softmax(model(view).float(), dim=1) for view, weight in tta_views(x, flip, shift, black)))
         model.train(was_training)
-        return {"loss": float(total_loss) / max(n, 1), "acc": int(correct) / max(n, 1)}
+        return torch.cat(out) if out else torch.zeros(0, 0, device=self.device)
+
+    @torch.no_grad()
+    def evaluate(self, x_all: torch.Tensor, y_all: torch.Tensor, model: nn.Module | None = None, flip: bool | None = None,
+                 shift: int | None = None) -> dict:
+        """Loss (negative log of the averaged probabilities) and accuracy of ``predict``."""
+        n = len(y_all)
+        if n == 0:
+            return {"loss": 0.0, "acc": 0.0}
+        probs = self.predict(x_all, model, flip, shift)
+        y = y_all.to(self.device, non_blocking=True)
+        wide = torch.float32 if self.device.type == "mps" else torch.float64  # MPS has no float64
+        loss = F.nll_loss(probs.clamp_min(1e-12).log().to(wide), y, reduction="sum")  # one read of each at the end
+        return {"loss": float(loss) / n, "acc": int((probs.argmax(1) == y).sum()) / n}
 
     # --- checkpoints ------------------------------------------------------------------
 
@@ -424,6 +437,8 @@ class Trainer:
                 idx = order[b * self.batch_size : (b + 1) * self.batch_size]
                 loss = self.train_step(self.data.train_x[idx], self.data.train_y[idx], index=idx)
                 self.batch_in_epoch = b + 1
+                if cfg.snapshots and self._cycle_ended():
+                    self._write_checkpoint(f"snapshot_{self.step:07d}.pt")
                 if math.isfinite(loss):
                     self.epoch_loss_sum += loss
                     self.epoch_loss_count += 1
@@ -448,6 +463,13 @@ class Trainer:
             for cb in self.callbacks:  # before the checkpoint: a resume drops log lines past it, never misses one
                 cb.on_epoch_end(self, metrics)
             self._save_epoch_checkpoint(is_best)
+
+    def _cycle_ended(self) -> bool:
+        """The step just taken ended an lr cycle: the lr fell into it and the next step's lr jumps
+        back up (a warm restart; a warmup's rise is not one). Snapshot ensembles keep the
+        weights here (Huang et al. 2017)."""
+        s, lr = self.step, self.schedule
+        return 1 < s < self.total_steps and lr(s) > lr(s - 1) < lr(s - 2)
 
     def _end_of_epoch(self, epoch_time: float, images: int, history_test: list) -> tuple[dict, bool]:
         cfg = self.recipe.train
