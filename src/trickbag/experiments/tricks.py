@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from trickbag.recipes.config import Recipe, RecipeError, override
@@ -97,26 +98,50 @@ def _need(condition: bool, trick: str, needs: str, has: str) -> None:
         raise TrickError(f"trick {trick!r} needs {needs}; the recipe has {has}")
 
 
-def _number(recipe: Recipe, key: str, on: bool, default: float) -> Recipe:
+def _number(recipe: Recipe, on: bool, key: str, default: float) -> Recipe:
     """A number that is 0 when off; on keeps the recipe's own non-zero value, else ``default``."""
     section, field = key.split(".")
     current = getattr(getattr(recipe, section), field)
     return override(recipe, {key: (current or default) if on else 0})
 
 
-def _flag(key: str) -> Callable[[Recipe, bool], Recipe]:
-    return lambda recipe, on: override(recipe, {key: bool(on)})
+def _flag(recipe: Recipe, on: bool, key: str) -> Recipe:
+    return override(recipe, {key: bool(on)})
 
 
 # --- the tricks ---------------------------------------------------------------------------------
 
+#: tricks that are one number, 0 when off: (name, recipe key, value when the recipe has none, what it does)
+NUMBER_TRICKS = [
+    ("label_smoothing", "loss.label_smoothing", 0.1, "label smoothing, eps 0.1 unless the recipe sets one (Szegedy et al.; He et al. sec. 5.2)"),
+    ("mixup", "loss.mixup_alpha", 0.2, "mixup, alpha 0.2 unless the recipe sets one (Zhang et al.; He et al. sec. 5.4)"),
+    ("cutmix", "loss.cutmix_alpha", 1.0, "CutMix, alpha 1.0 unless the recipe sets one (Yun et al. 2019)"),
+    ("ema", "train.ema_decay", 0.99, "exponential moving average of the weights, decay 0.99 unless the recipe sets one (airbench, timm)"),
+    ("tta_translate", "train.tta_translate", 1, "test-time augmentation: also the image shifted 1 px each way diagonally (airbench)"),
+]
+#: tricks that are one switch: (name, recipe key, what it does)
+FLAG_TRICKS = [
+    ("no_bias_decay", "optim.no_bias_decay", "no weight decay on biases and BN parameters (He et al. sec. 3.1)"),
+    ("tta_flip", "train.tta_flip", "test-time augmentation: average with the mirrored image"),
+    ("channels_last", "train.channels_last", "channels_last memory format for conv nets"),
+]
+for _name, _key, _default, _summary in NUMBER_TRICKS:
+    register_trick(_name, _summary)(partial(_number, key=_key, default=_default))
+for _name, _key, _summary in FLAG_TRICKS:
+    register_trick(_name, _summary)(partial(_flag, key=_key))
+
+
+def _warmup_steps(recipe: Recipe, trick: str) -> Any:
+    """The recipe's warmup, for the tricks that need a schedule taking one (cosine, multistep)."""
+    _need(recipe.schedule.name in ("cosine", "multistep"), trick, "a cosine or multistep schedule",
+          f"schedule {recipe.schedule.name!r}")
+    return recipe.schedule.params.get("warmup_steps", 0)
+
 
 @register_trick("warmup", "linear lr warmup: 4% of the run when the recipe has none (5 of 120 epochs, He et al. sec. 3.1)",
-                needs="a schedule with warmup_steps (cosine, multistep)")
+                needs="a cosine or multistep schedule")
 def _warmup(recipe: Recipe, on: bool) -> Recipe:
-    _need(recipe.schedule.name in ("cosine", "multistep"), "warmup", "a cosine or multistep schedule",
-          f"schedule {recipe.schedule.name!r}")
-    current = recipe.schedule.params.get("warmup_steps", 0)
+    current = _warmup_steps(recipe, "warmup")
     warm = (current if current not in (0, "0", None) else "0.04dur") if on else 0
     return override(recipe, {"schedule.params": {**recipe.schedule.params, "warmup_steps": warm}})
 
@@ -128,9 +153,7 @@ STEP_MILESTONES = ["0.25dur", "0.5dur", "0.75dur"]
 @register_trick("cosine", "cosine lr decay to 0 instead of step decay (/10 at 1/4, 1/2, 3/4 of the run; He et al. sec. 5.1)",
                 needs="a cosine or multistep schedule")
 def _cosine(recipe: Recipe, on: bool) -> Recipe:
-    _need(recipe.schedule.name in ("cosine", "multistep"), "cosine", "a cosine or multistep schedule",
-          f"schedule {recipe.schedule.name!r}")
-    warm = recipe.schedule.params.get("warmup_steps", 0)
+    warm = _warmup_steps(recipe, "cosine")
     if on:
         params: dict[str, Any] = {"total_steps": "1dur", "warmup_steps": warm}
         return override(recipe, {"schedule.name": "cosine", "schedule.params": params})
@@ -138,24 +161,8 @@ def _cosine(recipe: Recipe, on: bool) -> Recipe:
     return override(recipe, {"schedule.name": "multistep", "schedule.params": params})
 
 
-@register_trick("label_smoothing", "label smoothing, eps 0.1 unless the recipe sets one (Szegedy et al.; He et al. sec. 5.2)")
-def _label_smoothing(recipe: Recipe, on: bool) -> Recipe:
-    return _number(recipe, "loss.label_smoothing", on, 0.1)
 
 
-@register_trick("mixup", "mixup, alpha 0.2 unless the recipe sets one (Zhang et al.; He et al. sec. 5.4)")
-def _mixup(recipe: Recipe, on: bool) -> Recipe:
-    return _number(recipe, "loss.mixup_alpha", on, 0.2)
-
-
-@register_trick("cutmix", "CutMix, alpha 1.0 unless the recipe sets one (Yun et al. 2019)")
-def _cutmix(recipe: Recipe, on: bool) -> Recipe:
-    return _number(recipe, "loss.cutmix_alpha", on, 1.0)
-
-
-@register_trick("no_bias_decay", "no weight decay on biases and BN parameters (He et al. sec. 3.1)")
-def _no_bias_decay(recipe: Recipe, on: bool) -> Recipe:
-    return _flag("optim.no_bias_decay")(recipe, on)
 
 
 def _resnet(recipe: Recipe, trick: str) -> None:
@@ -195,19 +202,7 @@ register_trick("resnet_d", "ResNet-D: avg-pool before the 1x1 of downsampling sh
                needs="a ResNet")(_resnet_variant("D"))
 
 
-@register_trick("ema", "exponential moving average of the weights, decay 0.99 unless the recipe sets one (airbench, timm)")
-def _ema(recipe: Recipe, on: bool) -> Recipe:
-    return _number(recipe, "train.ema_decay", on, 0.99)
 
-
-@register_trick("tta_flip", "test-time augmentation: average with the mirrored image")
-def _tta_flip(recipe: Recipe, on: bool) -> Recipe:
-    return _flag("train.tta_flip")(recipe, on)
-
-
-@register_trick("tta_translate", "test-time augmentation: also the image shifted 1 px each way diagonally (airbench)")
-def _tta_translate(recipe: Recipe, on: bool) -> Recipe:
-    return _number(recipe, "train.tta_translate", on, 1)
 
 
 @register_trick("linear_scaling", "4x the batch with the lr scaled linearly (lr x batch / 256-style base; Goyal et al. 2017, He et al. sec. 3.1)")
@@ -232,10 +227,6 @@ def _bf16(recipe: Recipe, on: bool) -> Recipe:
 def _fp16(recipe: Recipe, on: bool) -> Recipe:
     return override(recipe, {"train.precision": "fp16" if on else "fp32"})
 
-
-@register_trick("channels_last", "channels_last memory format for conv nets")
-def _channels_last(recipe: Recipe, on: bool) -> Recipe:
-    return _flag("train.channels_last")(recipe, on)
 
 
 @register_trick("muon", "Muon on the conv filters, Nesterov SGD on the rest (vs Nesterov SGD for all; airbench94_muon)")
@@ -264,4 +255,4 @@ def _alt_flip(recipe: Recipe, on: bool) -> Recipe:
 def _distillation(recipe: Recipe, on: bool) -> Recipe:
     _need(bool(recipe.distill.teacher), "distillation", "distill.teacher (a run directory, checkpoint file or recipe)",
           "none")
-    return _number(recipe, "distill.alpha", on, 0.5)
+    return _number(recipe, on, "distill.alpha", 0.5)
