@@ -6,8 +6,9 @@ image size), its init and zero-γ; the runtime (device, precision, channels_last
 input pipeline (standardization, augmentation); batches per epoch and total steps; the
 optimizer with no-bias-decay groups and the linear-scaling rule; the schedule with its
 durations (``3ep``, ``500ba``, ``0.5dur``) in steps and the peak lr filled in; the
-plateau controller inside the lr driver; the GradScaler; the EMA; mixup/cutmix; the loss;
-and callbacks the recipe asks for (``train.doctor_every`` adds a ``DoctorMonitor``).
+plateau controller inside the lr driver; the GradScaler; the EMA; mixup/cutmix; the loss
+(with ``distill``: the frozen teacher, ``train.teacher.resolve_teacher``, and the
+distillation loss); and callbacks the recipe asks for (``train.doctor_every`` adds a ``DoctorMonitor``).
 
 ``Trainer`` receives these parts and owns only the loop; ``find-lr``, ``check`` and
 ``ablate``/``tune`` build recipes through this same function without a trainer.

@@ -3,10 +3,14 @@
 Per optimizer step: the lr driver writes ``schedule(step) * plateau scale * group
 multiplier`` into the param groups; the input pipeline augments the batch on the
 device; mixup/cutmix make soft targets; the forward runs under autocast (bf16 on CPU,
-bf16 or fp16 + GradScaler on CUDA); a non-finite loss skips the step (after ``nan_patience`` of
+bf16 or fp16 + GradScaler on CUDA; with ``distill`` the frozen teacher's logits on the same
+batch enter the loss); a non-finite loss skips the step (after ``nan_patience`` of
 them the run stops, saying what to try); gradients are unscaled before clipping; a step
 the scaler skips does not advance the schedule; the EMA of weights and buffers is updated.
 A loss that stays above ``diverge_factor`` x its start is divergence too: the run stops.
+
+With ``train.snapshots`` the weights at the end of every lr cycle (a warm restart) are kept
+as ``checkpoints/snapshot_<step>.pt`` for snapshot ensembles.
 
 Per epoch: validation (EMA weights, optional flip TTA), plateau control, early stopping,
 an atomic checkpoint (last K kept, plus ``best.pt``), callbacks. At the end: test once,
