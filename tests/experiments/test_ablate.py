@@ -19,6 +19,7 @@ from tests.conftest import DATA_ARGS
 from tests.train.helpers import recipe
 from trickbag._json import dumps
 from trickbag.experiments import ablate as A
+from trickbag.recipes.config import recipe_key
 
 STRICT = {"parse_constant": lambda c: pytest.fail(f"{c} in JSON")}
 
@@ -43,8 +44,8 @@ def test_plans_of_the_three_modes():
 
 def test_run_keys_ignore_the_seed_and_see_everything_else():
     a = recipe("train.seed=1")
-    assert A.run_key(a) == A.run_key(recipe("train.seed=2"))
-    assert A.run_key(a) != A.run_key(recipe("train.seed=1", "loss.label_smoothing=0.2"))
+    assert recipe_key(a) == recipe_key(recipe("train.seed=2"))
+    assert recipe_key(a) != recipe_key(recipe("train.seed=1", "loss.label_smoothing=0.2"))
 
 
 def by_hand(variant, baseline):

@@ -37,6 +37,22 @@ EXTRAS = ["loss.mixup_alpha=0.2", "train.ema_decay=0.9", "model.params={widths: 
           "data.augment=[{name: alt_flip}, {name: pad_crop, pad: 2}]"]  # alt_flip: its epoch and positions survive a resume
 
 
+def test_fit_or_continue_resumes_from_an_epoch_checkpoint_and_starts_when_there_is_none(tmp_path, small_data):
+    full = Trainer(recipe(*EXTRAS), out=tmp_path / "full", quiet=True, data=small_data)
+    full.fit()
+    Trainer(recipe(*EXTRAS), out=tmp_path / "part", quiet=True, data=small_data, callbacks=[StopAfterEpoch(1)]).fit()
+    second = Trainer(recipe(*EXTRAS), out=tmp_path / "part", quiet=True, data=small_data)
+    summary = second.fit_or_continue()
+    assert summary["resumed"] and summary["epochs"] == 3
+    assert_same(weights(full), weights(second))
+    # a directory holding no epoch or interrupt checkpoint (only a snapshot) is started afresh
+    fresh = tmp_path / "fresh"
+    (fresh / "checkpoints").mkdir(parents=True)
+    (fresh / "checkpoints" / "snapshot_0000005.pt").write_bytes(b"not one to resume from")
+    summary = Trainer(recipe(*EXTRAS), out=fresh, quiet=True, data=small_data).fit_or_continue()
+    assert not summary["resumed"] and summary["epochs"] == 3
+
+
 def test_resume_after_an_epoch_is_bit_exact(tmp_path, small_data):
     full = Trainer(recipe(*EXTRAS), out=tmp_path / "full", quiet=True, data=small_data)
     full.fit()

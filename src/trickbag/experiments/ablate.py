@@ -10,7 +10,7 @@
 
    Variants are made only through ``tricks.with_tricks`` from the user's recipe.
 2. **Runs**: one per (variant recipe, seed), in ``OUT/runs/<key>-s<seed>/`` where ``key``
-   hashes the resolved recipe (seed aside), so identical recipes share runs across modes
+   is ``recipes.config.recipe_key`` of the resolved recipe (seed aside), so identical recipes share runs across modes
    and reruns. A finished run has ``summary.json``; an interrupted one (Ctrl-C, kill -9)
    continues from its checkpoint; a rerun with more seeds or tricks runs only what is
    missing. ``jobs`` worker processes share the cores (``threads = cores // jobs`` each).
@@ -44,7 +44,7 @@ from trickbag.experiments.stats import compare_paired, spread
 from trickbag.experiments.tricks import TRICKS, with_tricks
 from trickbag.recipes.config import Recipe, from_dict, override, recipe_key, to_dict
 
-__all__ = ["MODES", "BUDGETS", "Variant", "plan", "run_key", "Ablation", "to_markdown", "to_csv", "plot_deltas"]
+__all__ = ["MODES", "BUDGETS", "Variant", "plan", "Ablation", "to_markdown", "to_csv", "plot_deltas"]
 
 MODES = ("cumulative", "one-at-a-time", "leave-one-out")
 BUDGETS = ("epochs", "time")
@@ -77,11 +77,6 @@ def plan(tricks: Sequence[str], mode: str) -> list[Variant]:
     return [Variant("all", tuple(tricks))] + [Variant(f"-{t}", tuple(x for x in tricks if x != t)) for t in tricks]
 
 
-def run_key(recipe: Recipe) -> str:
-    """The run directory's key: ``recipes.config.recipe_key`` (seed and description aside)."""
-    return recipe_key(recipe)
-
-
 def _threads(jobs: int) -> int:
     try:
         cores = len(os.sched_getaffinity(0))
@@ -101,9 +96,8 @@ def train_one(recipe_dict: dict, out: str, threads: int, data: Any = None) -> di
     torch.set_num_threads(threads)
     recipe = from_dict(recipe_dict)
     trainer = Trainer(recipe, out=out, quiet=True, data=data, tensorboard=False)
-    resume = any((Path(out) / "checkpoints").glob("*.pt"))
     try:
-        summary = trainer.fit(resume=resume, overwrite=not resume)
+        summary = trainer.fit_or_continue()
     except DivergedError as exc:  # a trick that breaks training: its accuracy is a result too
         summary = getattr(exc, "summary", {}) or {}
     if str(summary.get("stopped", "")).startswith("interrupted"):  # Ctrl-C: the run saved interrupt.pt; stop the ablation
@@ -143,21 +137,18 @@ class Ablation:
         self.recipes = [with_tricks(recipe, self.tricks, v.tricks) for v in self.variants]
         if budget == "time":
             self.recipes = self._time_budgeted(self.recipes)
+        self._runs = [(i, seed, self.run_dir(recipe, seed), to_dict(override(recipe, {"train.seed": seed})))
+                      for i, recipe in enumerate(self.recipes) for seed in self.seeds]
 
     # --- runs -----------------------------------------------------------------------------
 
     def run_dir(self, recipe: Recipe, seed: int) -> Path:
-        return self.out / "runs" / f"{run_key(recipe)}-s{seed}"
+        return self.out / "runs" / f"{recipe_key(recipe)}-s{seed}"
 
     def runs(self) -> list[tuple[int, int, Path, dict]]:
         """``(variant index, seed, run directory, recipe dict)`` for every run of the table;
         identical recipes map to one directory."""
-        out = []
-        for i, recipe in enumerate(self.recipes):
-            for seed in self.seeds:
-                seeded = override(recipe, {"train.seed": seed})
-                out.append((i, seed, self.run_dir(recipe, seed), to_dict(seeded)))
-        return out
+        return list(self._runs)
 
     @staticmethod
     def finished(run_dir: Path) -> dict | None:
@@ -238,7 +229,7 @@ class Ablation:
 
     def _time_budgeted(self, recipes: list[Recipe]) -> list[Recipe]:
         path = self.out / "budget.json"
-        keys = [run_key(r) for r in recipes]
+        keys = [recipe_key(r) for r in recipes]
         stored = json.loads(path.read_text()) if path.exists() else {}
         if not all(k in stored for k in keys):
             seconds = [probe_step_time(r, self.data) for r in recipes]

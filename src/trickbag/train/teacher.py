@@ -36,8 +36,7 @@ def _train_teacher(spec: str, cache: Path, data: Any) -> Path:
     out = teacher_dir(spec, cache)
     if finished_summary(out) is not None:
         return out
-    resume = any((out / "checkpoints").glob("*.pt"))
-    Trainer(load(spec), out=out, quiet=True, data=data, tensorboard=False).fit(resume=resume, overwrite=not resume)
+    Trainer(load(spec), out=out, quiet=True, data=data, tensorboard=False).fit_or_continue()
     return out
 
 

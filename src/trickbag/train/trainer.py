@@ -54,7 +54,7 @@ from trickbag.optim import clip_gradients
 from trickbag.recipes.config import Recipe, changed_keys, save, to_dict
 from trickbag.rng import rng_state, set_rng_state
 from trickbag.train.callbacks import Callback, ConsoleProgress, JsonlLogger, TensorBoardLogger
-from trickbag.train.checkpoint import newest_loadable, prune, save_atomic
+from trickbag.train.checkpoint import checkpoint_candidates, newest_loadable, prune, save_atomic
 from trickbag.train.errors import DivergedError, NonFiniteLossError, ResumeError, RunDirError, RunWriteError, TrainingError
 from trickbag.train.rundir import RunLock, clear_run, remove_partial_writes, run_artifacts
 
@@ -403,6 +403,13 @@ class Trainer:
                 raise RunWriteError(f"could not write to the run directory {self.out}: {exc.strerror or exc} "
                                     f"({getattr(exc, 'filename', '') or 'a file'}); the checkpoints written before are intact; "
                                     "free space, then continue with --resume") from None
+
+    def fit_or_continue(self) -> dict:
+        """``fit`` for tools that run a run until it is done (ablations, a recipe teacher):
+        continue from the run directory's newest checkpoint where it holds one (bit-exact),
+        else start it, replacing what a start killed before its first checkpoint left."""
+        resume = bool(checkpoint_candidates(self.out / "checkpoints"))
+        return self.fit(resume=resume, overwrite=not resume)
 
     def _fit(self, resumed: bool) -> dict:
         save(self.recipe, self.out / "config.yaml")
