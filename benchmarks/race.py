@@ -18,6 +18,7 @@ Contenders are trickbag recipes trained by ``Trainer`` on the same 60,000 images
     python benchmarks/race.py --seeds 3                          # 94% race: reference 12 epochs vs fashion-mnist
     python benchmarks/race.py --target 95 --seeds 3              # 95% race: reference 40 epochs vs fashion-mnist-95
     python benchmarks/race.py --recipes fashion-mnist --set train.epochs=8 --no-reference   # a tuning run
+    python benchmarks/race.py --device cuda --contender "b1024=fashion-mnist;data.batch_size=1024;optim.lr=0.4"  # variants
 
 Prints one JSON object: the machine (CPU flags, GPU), each contender's accuracy-vs-time
 curve per seed, times to 93/94/95%, final accuracy, and the ratios trickbag / reference of
@@ -152,24 +153,42 @@ def reference_run(data, epochs: int, seed: int, device: torch.device) -> dict:
 # --- trickbag contenders ------------------------------------------------------------------------
 
 
-def trickbag_run(data, recipe: str, overrides: list[str], seed: int, device: str) -> dict:
+def parse_contender(spec: str) -> tuple[str, str, list[str]]:
+    """``LABEL=RECIPE;key=value;key=value`` (or ``RECIPE;key=value``) -> (label, recipe, overrides)."""
+    head, *overrides = [part.strip() for part in spec.split(";") if part.strip()]
+    label, sep, recipe = head.partition("=")
+    if not sep:
+        label, recipe = Path(head).stem, head
+    return label, recipe, overrides
+
+
+def trickbag_run(data, recipe: str, overrides: list[str], seed: int, device: str, label: str) -> dict:
     r = load(recipe, [*overrides, f"train.seed={seed}", "train.eval_test=true", "train.checkpoint=false", "data.val_size=0",
                       f"train.device={device}"])
     t0 = time.perf_counter()
-    out = f"runs/race-{Path(recipe).stem}-seed{seed}"  # a recipe may be a YAML path
-    summary = Trainer(r, out=out, quiet=True, data=data, tensorboard=False).fit(overwrite=True)
+    out = f"runs/race-{label}-seed{seed}"
+    try:
+        summary = Trainer(r, out=out, quiet=True, data=data, tensorboard=False).fit(overwrite=True)
+    except Exception as exc:  # one contender's failure must not lose the others' figures
+        print(f"{label} seed {seed}: FAILED {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+        return {"seed": seed, "error": f"{type(exc).__name__}: {exc}"}
     wall = time.perf_counter() - t0
     history = [tuple(p) for p in summary["test_acc_by_train_time"]]
-    print(f"{recipe} seed {seed}: {summary['test_acc']:.4f} in {summary['train_time_s']:.1f}s", file=sys.stderr, flush=True)
+    print(f"{label} seed {seed}: {summary['test_acc']:.4f} in {summary['train_time_s']:.1f}s (wall {wall:.1f}s)", file=sys.stderr, flush=True)
     return {"seed": seed, "epochs": summary["epochs"], "history": history, "final_test_acc": summary["test_acc"],
             "train_time_s": summary["train_time_s"], "wall_s": wall, "runtime": summary["runtime"],
-            "parameters": summary["parameters"],
+            "parameters": summary["parameters"], "adapted_for_device": summary.get("adapted_for_device"),
+            "batch_size": summary["config"]["data"]["batch_size"],
             # the same final weights without EMA / with fewer test-time views: those tricks' deltas for free
             "final_test_acc_no_ema": summary.get("test_acc_no_ema"), "final_test_acc_by_tta": summary.get("test_acc_by_tta", {})}
 
 
 def summarize(runs: list[dict]) -> dict:
-    out: dict = {"final_test_acc_mean": statistics.mean(r["final_test_acc"] for r in runs),
+    failed = [r for r in runs if "error" in r]
+    runs = [r for r in runs if "error" not in r]
+    if not runs:
+        return {"failed": len(failed), "error": failed[0]["error"] if failed else "no runs"}
+    out: dict = {"failed": len(failed),"final_test_acc_mean": statistics.mean(r["final_test_acc"] for r in runs),
                  "final_test_acc_std": statistics.stdev(r["final_test_acc"] for r in runs) if len(runs) > 1 else 0.0,
                  "train_time_s_mean": statistics.mean(r["train_time_s"] for r in runs)}
     for target in TARGETS:
@@ -191,7 +210,7 @@ def finish(results: dict, target: int) -> dict:
     ref = results["contenders"].get("reference")
     key = f"time_to_{target}_s_mean"
     for name, entry in results["contenders"].items():
-        if name != "reference" and ref is not None:
+        if name != "reference" and ref is not None and "error" not in ref:
             mine, theirs = entry.get(key), ref.get(key)
             entry["ratio_to_reference"] = mine / theirs if mine is not None and theirs else None
             # where some reference runs never reached the target: ours / (a lower bound of theirs), an upper bound of the ratio
@@ -206,10 +225,13 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
     ap.add_argument("--recipes", default=None, help="comma-separated trickbag recipes (default: the race's)")
+    ap.add_argument("--contender", action="append", default=[],
+                    help="LABEL=RECIPE;key=value;... : a trickbag contender with its own overrides (repeatable)")
     ap.add_argument("--set", dest="overrides", action="append", default=[], help="recipe override for every contender")
     ap.add_argument("--reference-epochs", type=int, default=None)
     ap.add_argument("--no-reference", action="store_true", help="trickbag contenders only (tuning runs)")
     ap.add_argument("--from-json", default=None, help="recompute the summaries of a saved result instead of running")
+    ap.add_argument("--json-out", default=None, help="also write the JSON here, rewritten after every run (a killed race keeps its runs)")
     args = ap.parse_args()
     if args.from_json:
         saved = json.loads(Path(args.from_json).read_text())
@@ -218,7 +240,9 @@ def main() -> None:
     race = RACES[args.target]
     device = torch.device(args.device)
     data = load_dataset("fashion-mnist", val_size=0)
-    recipes = args.recipes.split(",") if args.recipes else race["recipes"]
+    contenders = [parse_contender(c) for c in args.contender]
+    if args.recipes or not contenders:
+        contenders = [(Path(r).stem, r, []) for r in (args.recipes.split(",") if args.recipes else race["recipes"])] + contenders
     epochs = args.reference_epochs or race["reference_epochs"]
     results: dict = {"benchmark": "race", "target": args.target / 100, "device": str(device), "machine": machine(),
                      "cpu_flags": cpu_flags(), "native_bf16": cpu_has_native_bf16(), "overrides": args.overrides,
@@ -226,12 +250,33 @@ def main() -> None:
     # seeds interleaved, so drift in the machine's speed hits every contender alike
     for seed in range(args.seeds):
         if not args.no_reference:
-            results["contenders"].setdefault("reference", {"runs": []})["runs"].append(reference_run(data, epochs, seed, device))
-        for recipe in recipes:
-            run = trickbag_run(data, recipe, args.overrides, seed, args.device)
-            results["contenders"].setdefault(recipe, {"runs": []})["runs"].append(run)
+            try:
+                ref = reference_run(data, epochs, seed, device)
+            except Exception as exc:  # keep the contenders' figures
+                print(f"reference seed {seed}: FAILED {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+                ref = {"seed": seed, "error": f"{type(exc).__name__}: {exc}"}
+            results["contenders"].setdefault("reference", {"runs": []})["runs"].append(ref)
+            save_partial(results, args.json_out)
+        for label, recipe, overrides in contenders:
+            run = trickbag_run(data, recipe, [*args.overrides, *overrides], seed, args.device, label)
+            entry = results["contenders"].setdefault(label, {"recipe": recipe, "overrides": [*args.overrides, *overrides], "runs": []})
+            entry["runs"].append(run)
+            save_partial(results, args.json_out)
     finish(results, args.target)
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(results, indent=1))
     print(json.dumps(results, indent=1))
+
+
+def save_partial(results: dict, path: str | None) -> None:
+    """The race so far, summarized, at ``path`` (written whole, then renamed)."""
+    if not path:
+        return
+    import copy
+
+    tmp = Path(path + ".tmp")
+    tmp.write_text(json.dumps(finish(copy.deepcopy(results), round(results["target"] * 100)), indent=1))
+    tmp.replace(path)
 
 
 if __name__ == "__main__":

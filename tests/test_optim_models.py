@@ -174,3 +174,44 @@ def test_the_muon_recipe_puts_every_filter_in_the_muon_group_with_its_lr():
     assert all(p.dim() != 4 for g in groups if not g["muon"] for p in g["params"])
     assert [g["lr"] for g in groups if g["muon"]] == [pytest.approx(0.05)]
     assert all(g["lr"] == pytest.approx(0.2) for g in groups if not g["muon"])
+
+
+@pytest.mark.parametrize("name", ["nesterov", "sgd", "adamw", "muon"])
+def test_step_unless_leaves_weights_and_state_exactly_on_a_skipped_step_and_steps_otherwise(name):
+    """The on-device skip of the GPU path (found_inf), first step included: torch's fused SGD
+    allocates its momentum uninitialised there (build_optimizer starts it at zeros)."""
+    from trickbag.optim import build_optimizer, skips_on_device, step_unless
+
+    def make():
+        torch.manual_seed(0)
+        net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(4 * 4 * 4, 3))
+        return net, build_optimizer(name, param_groups(net, 1e-3), lr=0.1, muon_lr=0.05)
+
+    def snapshot(net, opt):
+        return [p.detach().clone() for p in net.parameters()] + [
+            b.clone() for s in opt.state.values() for b in s.values() if torch.is_tensor(b)]
+
+    x = torch.randn(2, 1, 6, 6, generator=torch.Generator().manual_seed(1))
+    net, opt = make()
+    ref_net, ref_opt = make()
+    assert skips_on_device(opt)
+    for step in range(3):
+        net(x).sum().backward()
+        if step == 0:  # a poisoned gradient, skipped on the device
+            for p in net.parameters():
+                p.grad.fill_(float("nan"))
+            before = snapshot(net, opt)
+            step_unless(opt, torch.tensor(True))
+            after = snapshot(net, opt)
+            assert all(torch.equal(a, b) for a, b in zip(before, after))
+            opt.zero_grad(set_to_none=True)
+            continue
+        ref_net(x).sum().backward()
+        step_unless(opt, torch.tensor(False))
+        ref_opt.step()
+        opt.zero_grad(set_to_none=True)
+        ref_opt.zero_grad(set_to_none=True)
+    # the skipped step changed nothing: the two made the same two updates
+    for a, b in zip(net.parameters(), ref_net.parameters()):
+        assert torch.allclose(a, b, rtol=1e-6, atol=1e-7) and all(torch.isfinite(a).flatten())
+    assert not hasattr(opt, "found_inf")

@@ -115,3 +115,30 @@ def test_the_longer_fashion_mnist_recipes_are_the_default_with_their_stated_chan
     assert changed["fashion-mnist-95"]["train.epochs"] == 40
     assert set(changed["fashion-mnist-best"]) == {"description", "train.epochs", "model.params"}
     assert changed["fashion-mnist-best"]["model.params"] == {"width": 32, "pool_first": False}
+
+
+def test_the_cuda_section_applies_on_a_gpu_only_and_never_over_a_key_set_by_hand():
+    from trickbag.recipes.config import RecipeError, load
+
+    r = load("fashion-mnist", ["cuda={data.batch_size: 1024, optim.lr: 0.4, train.epochs: 8}"])
+    on_gpu, applied = r.for_device("cuda")
+    assert applied == {"data.batch_size": 1024, "optim.lr": 0.4, "train.epochs": 8}
+    assert (on_gpu.data.batch_size, on_gpu.optim.lr, on_gpu.train.epochs) == (1024, 0.4, 8) and on_gpu.cuda == {}
+    assert on_gpu.optim.muon_lr == r.optim.muon_lr  # keys it does not name stay the recipe's
+    on_cpu, none = r.for_device("cpu")
+    assert none == {} and (on_cpu.data.batch_size, on_cpu.optim.lr) == (r.data.batch_size, r.optim.lr)
+    # --set wins over the section: the user's 512 stays 512 on a GPU, the rest still adapts
+    mine = load("fashion-mnist", ["cuda={data.batch_size: 1024, optim.lr: 0.4}", "data.batch_size=512"])
+    assert mine.for_device("cuda")[1] == {"optim.lr": 0.4} and mine.for_device("cuda")[0].data.batch_size == 512
+    with pytest.raises(RecipeError, match=r"cuda.*data.batch_sise.*did you mean 'data.batch_size'"):
+        load("fashion-mnist", ["cuda={data.batch_sise: 1024}"])
+    with pytest.raises(RecipeError, match=r"cuda.*data.batch_size"):
+        load("fashion-mnist", ["cuda={data.batch_size: -1}"])
+
+
+def test_build_applies_the_cuda_section_only_where_the_run_lands(small_data):
+    from trickbag.recipes import build, load
+
+    parts = build(load("fashion-mnist", ["cuda={data.batch_size: 100}", "train.device=cpu", "data.train_subset=600"]),
+                  data=small_data)
+    assert parts.adapted == {} and parts.batch_size == 256 and parts.recipe.cuda == {}

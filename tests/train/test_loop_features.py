@@ -212,8 +212,12 @@ def test_a_step_skipped_by_the_grad_scaler_does_not_advance_the_schedule(tmp_pat
         return lr * (1 + math.cos(math.pi * step / total)) / 2
 
     t.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10)  # fp16's loss scaling, simulated on the CPU
-    used = []  # the lr of every update the optimizer really made
-    t.optimizer.register_step_pre_hook(lambda opt, args, kwargs: used.append(opt.param_groups[0]["lr"]))
+    used = []  # the lr of every update the optimizer really made (a fused optimizer is called, and skips on the device)
+    probe = next(t.model.parameters())
+    seen = {}
+    t.optimizer.register_step_pre_hook(lambda opt, args, kwargs: seen.update(before=probe.detach().clone()))
+    t.optimizer.register_step_post_hook(
+        lambda opt, args, kwargs: None if torch.equal(seen["before"], probe) else used.append(opt.param_groups[0]["lr"]))
     poison = {"on": True}
     param = next(t.model.parameters())
     param.register_hook(lambda g: g * math.inf if poison["on"] else g)
@@ -312,3 +316,71 @@ def test_the_loop_gives_alternating_flip_each_images_position_and_epoch(tmp_path
     assert bool((flips >= 0).all())  # every image, every epoch (600 images, batch 50: none dropped)
     assert 0.3 < float(flips[0].float().mean()) < 0.7
     assert torch.equal(flips[1], 1 - flips[0]) and torch.equal(flips[2], flips[0])
+
+
+# --- 9. losses read in windows, non-finite steps skipped on the device (the GPU path) -----
+
+
+def test_losses_read_every_k_steps_train_the_same_run_as_reading_every_step(tmp_path, small_data):
+    """train.sync_every=5 takes the device-guard path (the GPU default: skip decided on the
+    device, losses read in windows); on finite losses it is the same run, weight for weight,
+    with the same epoch losses, and it resumes bit-exactly from a mid-window stop."""
+    from tests.train.helpers import StopAtStep
+    from tests.train.test_trainer import assert_same, weights
+
+    every_step = Trainer(recipe("train.sync_every=1"), out=tmp_path / "a", quiet=True, data=small_data)
+    a = every_step.fit()
+    windowed = Trainer(recipe("train.sync_every=5"), out=tmp_path / "b", quiet=True, data=small_data)
+    b = windowed.fit()
+    assert windowed.sync_every == 5 and every_step.sync_every == 1
+    assert_same(weights(every_step), weights(windowed))
+    assert a["steps"] == b["steps"] == 3 * STEPS_PER_EPOCH
+    losses = [[json.loads(line)["train_loss"] for line in (tmp_path / d / "metrics.jsonl").read_text().splitlines()] for d in "ab"]
+    assert losses[1] == pytest.approx(losses[0], rel=1e-12)
+    cut = Trainer(recipe("train.sync_every=5"), out=tmp_path / "c", quiet=True, data=small_data, callbacks=[StopAtStep(7)])
+    cut.fit()
+    again = Trainer(recipe("train.sync_every=5"), out=tmp_path / "c", quiet=True, data=small_data)
+    again.fit(resume=True)
+    assert_same(weights(windowed), weights(again))
+
+
+def test_a_non_finite_loss_is_skipped_on_the_device_and_counted_when_read(tmp_path, small_data):
+    from tests.train.test_trainer import InfAfter  # noqa: F401  (registers inf_after_test)
+    from trickbag.train import NonFiniteLossError
+
+    t = Trainer(recipe("model.name=inf_after_test", "model.params={after: 3}", "train.nan_patience=4", "train.sync_every=3",
+                       "train.ema_decay=0"), out=tmp_path, quiet=True, data=small_data)
+    updates = []
+    t.optimizer.register_step_post_hook(lambda opt, args, kwargs: updates.append(next(t.model.parameters()).detach().clone()))
+    with pytest.raises(NonFiniteLossError, match="4 times"):
+        t.fit()
+    # the optimizer was called on 9 steps (3 windows of 3); steps 4-9 were skipped on the device
+    assert len(updates) == 9 and t.nonfinite == 4 and t.step == 3
+    assert not torch.equal(updates[1], updates[2])  # the good steps moved the weights
+    assert all(torch.equal(u, updates[2]) for u in updates[3:])  # the skipped ones left them exactly
+    assert all(torch.isfinite(v).all() for v in t.model.state_dict().values())
+    assert all(torch.isfinite(b).all() for s in t.optimizer.state.values() for b in s.values() if torch.is_tensor(b))
+
+
+def test_the_ema_is_the_warmup_decay_recursion_computed_by_hand():
+    from trickbag.train.ema import build_ema
+
+    model = torch.nn.BatchNorm1d(2)
+    ema = build_ema(model, decay=0.9)
+    expected = None
+    for n in range(4):
+        with torch.no_grad():
+            model.weight.copy_(torch.tensor([float(n + 1), -2.0 * n]))
+            model.running_mean.copy_(torch.tensor([0.5 * n, 1.0]))
+        model.num_batches_tracked.fill_(n + 7)
+        ema.update_parameters(model)
+        current = torch.cat([model.weight.detach(), model.running_mean])
+        if n == 0:
+            expected = current.clone()  # the first update copies
+        else:
+            d = min(0.9, (1 + n) / (10 + n))
+            expected = d * expected + (1 - d) * current
+        got = torch.cat([ema.module.weight.detach(), ema.module.running_mean])
+        assert torch.allclose(got, expected, rtol=1e-6, atol=1e-7)
+        assert int(ema.module.num_batches_tracked) == n + 7 and int(ema.n_averaged) == n + 1
+    assert ema.n_averaged.device.type == "cpu"

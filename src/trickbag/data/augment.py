@@ -43,7 +43,10 @@ AUGMENTS: Registry[Op] = Registry("augmentation")
 
 def _on(device: torch.device, values: torch.Tensor) -> torch.Tensor:
     """Random draws from a CPU generator moved to ``device`` without waiting for it: a
-    blocking host-to-GPU copy synchronizes the stream, i.e. stalls every training step."""
+    blocking host-to-GPU copy synchronizes the stream, i.e. stalls every training step, and
+    an asynchronous one is truly asynchronous only from pinned (page-locked) memory."""
+    if device.type == "cuda":
+        values = values.pin_memory()  # torch's caching host allocator: cheap after the first steps
     return values.to(device, non_blocking=True)
 
 

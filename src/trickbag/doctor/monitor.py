@@ -107,7 +107,8 @@ class DoctorMonitor(Callback):
         if trainer.step % self.every == 0:
             self._arm(trainer)
 
-    def on_step_end(self, trainer: Any, loss: float) -> None:
+    def on_step_end(self, trainer: Any, loss: Any) -> None:
+        loss = float(loss)  # the trainer passes a tensor on the device: the doctor reads every step
         self._losses.append(loss)
         if self._record is not None:
             self._finish(trainer, loss)

@@ -13,7 +13,8 @@ from trickbag.init.apply import NORM_LAYERS
 from trickbag.optim.muon import Muon, newton_schulz
 from trickbag.registry import Registry
 
-__all__ = ["param_groups", "linear_scaling", "OPTIMIZERS", "build_optimizer", "clip_gradients", "Muon", "newton_schulz"]
+__all__ = ["param_groups", "linear_scaling", "OPTIMIZERS", "build_optimizer", "clip_gradients", "Muon", "newton_schulz",
+           "skips_on_device", "step_unless"]
 
 OPTIMIZERS: Registry = Registry("optimizer")
 
@@ -48,24 +49,52 @@ def linear_scaling(base_lr: float, batch_size: int, base_batch_size: int = 256) 
     return base_lr * batch_size / base_batch_size
 
 
+def _fused(params: Any) -> bool:
+    """torch's fused (one kernel per step) implementation where every parameter's device has it
+    (CPU and CUDA): fewer launches, and the on-device skip of ``step_unless``."""
+    groups = params if isinstance(params, list) and params and isinstance(params[0], dict) else [{"params": params}]
+    tensors = [p for g in groups for p in g["params"]]
+    return bool(tensors) and all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in tensors)
+
+
+def _sgd_with_zero_momenta(params: Any, lr: float, momentum: float, weight_decay: float, nesterov: bool) -> torch.optim.SGD:
+    """``torch.optim.SGD``, fused where it can be, with its momentum buffers made (zeros) now:
+    torch starts a buffer at the first step's ``d`` and the fused kernel allocates it
+    uninitialised then, so a first step skipped on the device (``found_inf``) would leave
+    garbage in it (seen with torch 2.13). ``mu * 0 + d = d``: the same updates, exactly."""
+    params = _listed(params)
+    opt = torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov, fused=_fused(params))
+    if momentum:
+        for group in opt.param_groups:
+            for p in group["params"]:
+                opt.state[p]["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+    return opt
+
+
 @OPTIMIZERS.register("sgd")
 def _sgd(params, lr: float, momentum: float = 0.9, weight_decay: float = 0.0, **_: Any) -> torch.optim.Optimizer:
-    return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    return _sgd_with_zero_momenta(params, lr, momentum, weight_decay, nesterov=False)
 
 
 @OPTIMIZERS.register("nesterov", "nag")
 def _nesterov(params, lr: float, momentum: float = 0.9, weight_decay: float = 0.0, **_: Any) -> torch.optim.Optimizer:
-    return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=True)
+    return _sgd_with_zero_momenta(params, lr, momentum, weight_decay, nesterov=True)
 
 
 @OPTIMIZERS.register("adam")
 def _adam(params, lr: float, betas: tuple[float, float] = (0.9, 0.999), weight_decay: float = 0.0, **_: Any):
-    return torch.optim.Adam(params, lr=lr, betas=tuple(betas), weight_decay=weight_decay)
+    params = _listed(params)
+    return torch.optim.Adam(params, lr=lr, betas=tuple(betas), weight_decay=weight_decay, fused=_fused(params))
 
 
 @OPTIMIZERS.register("adamw")
 def _adamw(params, lr: float, betas: tuple[float, float] = (0.9, 0.999), weight_decay: float = 0.0, **_: Any):
-    return torch.optim.AdamW(params, lr=lr, betas=tuple(betas), weight_decay=weight_decay)
+    params = _listed(params)
+    return torch.optim.AdamW(params, lr=lr, betas=tuple(betas), weight_decay=weight_decay, fused=_fused(params))
+
+
+def _listed(params: Any) -> list:
+    return params if isinstance(params, list) else list(params)
 
 
 @OPTIMIZERS.register("muon")
@@ -124,3 +153,23 @@ def clip_gradients(
     if max_norm is not None:
         norm = float(torch.nn.utils.clip_grad_norm_(params, check_positive("max_norm", max_norm)))
     return norm
+
+
+def skips_on_device(optimizer: torch.optim.Optimizer) -> bool:
+    """Whether ``step_unless`` can skip this optimizer's update on the device: ``Muon`` and
+    torch's fused optimizers (which read the ``found_inf`` flag ``GradScaler`` sets)."""
+    return isinstance(optimizer, Muon) or bool(getattr(optimizer, "_step_supports_amp_scaling", False))
+
+
+def step_unless(optimizer: torch.optim.Optimizer, skip: torch.Tensor) -> None:
+    """``optimizer.step()``, except that where ``skip`` (a 0-dim bool tensor on the parameters'
+    device, e.g. ``~isfinite(loss)``) is true, parameters and optimizer state stay exactly
+    as they were. Decided on the device: no host synchronisation, so a GPU never waits for
+    the host to learn the loss (``skips_on_device`` says which optimizers can)."""
+    if not skips_on_device(optimizer):
+        raise ValueError(f"{type(optimizer).__name__} cannot skip a step on the device; use a fused torch optimizer or Muon")
+    optimizer.found_inf = skip.to(torch.float32)
+    try:
+        optimizer.step()
+    finally:
+        del optimizer.found_inf

@@ -73,32 +73,70 @@ class Muon(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure: Any = None) -> Any:
+        """One update of every parameter with a gradient. With ``self.found_inf`` set (a
+        float tensor on the parameters' device, non-zero: skip; the attribute torch's fused
+        optimizers read, see ``trickbag.optim.step_unless``) the update is computed but
+        committed only where it is zero, so a step on a non-finite loss leaves parameters
+        and momenta exactly as they were, decided on the device with no host sync."""
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        found_inf = getattr(self, "found_inf", None)
+        skip = None if found_inf is None else found_inf.reshape(()).ne(0)
         for group in self.param_groups:
-            lr = group["lr"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                grad = p.grad
-                state = self.state[p]
-                if group["muon"]:
-                    mu = group["muon_momentum"]
-                    if "momentum_buffer" not in state:
-                        state["momentum_buffer"] = torch.zeros_like(p)
-                    buf = state["momentum_buffer"]
-                    buf.mul_(mu).add_(grad)
-                    update = grad.add(buf, alpha=mu)  # Nesterov
-                    p.mul_(p.size(0) ** 0.5 / p.norm().clamp_min(1e-12))
-                    p.add_(newton_schulz(update.reshape(p.size(0), -1), group["ns_steps"]).view_as(p), alpha=-lr)
-                else:
-                    mu, wd = group["momentum"], group["weight_decay"]
-                    d_p = grad.add(p, alpha=wd) if wd else grad
-                    if "momentum_buffer" not in state:
-                        state["momentum_buffer"] = d_p.clone()
-                    else:
-                        state["momentum_buffer"].mul_(mu).add_(d_p)
-                    p.add_(d_p.add(state["momentum_buffer"], alpha=mu), alpha=-lr)
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            grads = [p.grad for p in params]
+            bufs = [self._buffer(p) for p in params]
+            if group["muon"]:
+                new_params, new_bufs = _muon_update(params, grads, bufs, group["lr"], group["muon_momentum"], group["ns_steps"])
+            else:
+                new_params, new_bufs = _nesterov_update(params, grads, bufs, group["lr"], group["momentum"], group["weight_decay"])
+            _commit([*params, *bufs], [*new_params, *new_bufs], skip)
         return loss
+
+    def _buffer(self, p: torch.Tensor) -> torch.Tensor:
+        """The momentum buffer, zeros at first (then ``mu * 0 + d = d``: torch's SGD, which
+        starts it at ``d``, exactly)."""
+        state = self.state[p]
+        if "momentum_buffer" not in state:
+            state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        return state["momentum_buffer"]
+
+
+def _nesterov_update(params: list[torch.Tensor], grads: list[torch.Tensor], bufs: list[torch.Tensor], lr: float, mu: float,
+                     wd: float) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """``torch.optim.SGD(nesterov=True)``: ``d = g + wd p; b <- mu b + d; p <- p - lr (d + mu b)``
+    (new tensors; foreach ops, a few kernel launches for the whole group)."""
+    d = torch._foreach_add(grads, params, alpha=wd) if wd else list(grads)
+    new_bufs = torch._foreach_mul(bufs, mu)
+    torch._foreach_add_(new_bufs, d)
+    torch._foreach_add_(d, new_bufs, alpha=mu)
+    return torch._foreach_add(params, d, alpha=-lr), new_bufs
+
+
+def _muon_update(params: list[torch.Tensor], grads: list[torch.Tensor], bufs: list[torch.Tensor], lr: float, mu: float,
+                 ns_steps: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """``b <- mu b + g``; ``u = g + mu b`` (Nesterov); ``p <- p sqrt(out) / ||p||`` (norm fixed);
+    ``p <- p - lr NS(u)`` with ``u`` as an ``out x (in kh kw)`` matrix (new tensors)."""
+    new_bufs = torch._foreach_mul(bufs, mu)
+    torch._foreach_add_(new_bufs, grads)
+    updates = torch._foreach_add(grads, new_bufs, alpha=mu)
+    norms = torch._foreach_norm(params)
+    new_params = []
+    for p, norm, u in zip(params, norms, updates):
+        fixed = p * (p.size(0) ** 0.5 / norm.clamp_min(1e-12))
+        new_params.append(fixed.add_(newton_schulz(u.reshape(p.size(0), -1), ns_steps).view_as(p), alpha=-lr))
+    return new_params, new_bufs
+
+
+def _commit(targets: list[torch.Tensor], values: list[torch.Tensor], skip: torch.Tensor | None) -> None:
+    """``targets[i] <- values[i]``, or, with ``skip`` (a bool tensor), only where it is false,
+    chosen elementwise on the device (a NaN in a skipped value never reaches the target)."""
+    if skip is None:
+        torch._foreach_copy_(targets, values)
+        return
+    for target, value in zip(targets, values):
+        torch.where(skip, target, value, out=target)

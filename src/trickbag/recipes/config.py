@@ -121,6 +121,7 @@ class TrainConfig:
     early_stopping: int = 0  # stop after N evaluations without validation improvement (0: never)
     nan_patience: int = 10  # stop after N non-finite losses (each skips its step), or N steps in a row above diverge_factor
     diverge_factor: float = 100.0  # a loss above this many times its start (mean of the first 10 steps) is divergence; 0: off
+    sync_every: int = 0  # steps between reads of the training losses from the device (NaN count, divergence rule, epoch loss); 0: every step on CPU, every 50 on a GPU (each read waits for it)
     keep_checkpoints: int = 2  # last K epoch checkpoints kept (plus best.pt)
     snapshots: bool = False  # save checkpoints/snapshot_<step>.pt at the end of every lr cycle (a restart), for snapshot ensembles
     checkpoint: bool = True
@@ -139,6 +140,9 @@ class Recipe:
     loss: LossConfig = field(default_factory=LossConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    #: what the recipe changes when its run lands on a CUDA GPU ({"data.batch_size": 1024, ...}):
+    #: a GPU runs a small net launch-bound, so it wants larger batches (``for_device``)
+    cuda: dict = field(default_factory=dict)
 
     def validate(self) -> Recipe:
         """Range checks that types cannot express; errors name the key."""
@@ -148,7 +152,33 @@ class Recipe:
                 check(key, getattr(getattr(self, section), name))
             except (TypeError, ValueError) as exc:
                 raise RecipeError(f"recipe {exc}") from None
+        if self.cuda:
+            self._check_device_section()
         return self
+
+    def _check_device_section(self) -> None:
+        data = to_dict(self)
+        data["cuda"] = {}
+        for key, value in self.cuda.items():
+            if key.split(".")[0] in ("cuda", "description") or "." not in str(key):
+                raise RecipeError(f"recipe key 'cuda.{key}': the cuda section holds dotted recipe keys (data.batch_size: 1024)")
+            try:
+                _set_path(data, key, value, f"recipe key 'cuda.{key}'")
+                from_dict(data)
+            except RecipeError as exc:
+                raise RecipeError(f"recipe section cuda: {exc}") from None
+
+    def for_device(self, device_type: str) -> tuple[Recipe, dict]:
+        """This recipe as it runs on ``device_type`` (cuda, cpu, ...): on cuda with its
+        ``cuda`` section applied. Returns ``(recipe, {key: value} applied)``; the recipe
+        returned has no ``cuda`` section left, so saving and resuming it is plain."""
+        if device_type != "cuda" or not self.cuda:
+            return dataclasses.replace(self, cuda={}), {}
+        data = to_dict(self)
+        applied = dict(data.pop("cuda"))
+        for key, value in applied.items():
+            _set_path(data, key, value, f"recipe key 'cuda.{key}'")
+        return from_dict(data), applied
 
 
 def _check_progressive(key: str, plan: list) -> None:
@@ -173,7 +203,7 @@ _RANGE_CHECKS = [
     ("loss.mix_prob", _unit), ("distill.alpha", _unit), ("distill.temperature", check_positive),
     ("train.epochs", check_positive), ("train.precision", partial(check_choice, choices=("auto", "fp32", "bf16", "fp16"))),
     ("train.ema_decay", _unit_open), ("train.early_stopping", check_nonnegative), ("train.tta_translate", check_nonnegative), ("train.nan_patience", check_positive),
-    ("train.diverge_factor", check_nonnegative),
+    ("train.diverge_factor", check_nonnegative), ("train.sync_every", check_nonnegative),
     ("train.keep_checkpoints", check_positive), ("train.eval_every", check_positive), ("train.threads", check_nonnegative),
     ("train.doctor_every", check_nonnegative),
 ]
@@ -323,7 +353,22 @@ def load(name_or_path: str = "fashion-mnist", overrides: list[str] | None = None
         raise RecipeError(str(exc)) from None
     if data is not None and not isinstance(data, dict):
         raise RecipeError(f"{what} must be a mapping of sections (data, model, optim, ...), got {data!r}")
-    return from_dict(apply_overrides({} if data is None else data, overrides or []))
+    data = apply_overrides({} if data is None else data, overrides or [])
+    _drop_device_keys_set_by_hand(data, overrides or [])
+    return from_dict(data)
+
+
+def _drop_device_keys_set_by_hand(data: dict, overrides: list[str]) -> None:
+    """A key given with ``--set`` wins over the recipe's ``cuda`` section: that section
+    adapts the recipe's own choices to a GPU, never the user's."""
+    section = data.get("cuda")
+    if not isinstance(section, dict):
+        return
+    for item in overrides:
+        key = item.partition("=")[0].strip()
+        for own in list(section):
+            if own == key or own.startswith(key + ".") or key.startswith(own + "."):
+                del section[own]
 
 
 def save(recipe: Recipe, path: str | Path) -> Path:

@@ -1,6 +1,7 @@
 """``build(recipe) -> Parts``: the one path from a recipe to the objects a run needs.
 
-Everything a recipe decides is made here, once, in this order: the seed; the data (and
+Everything a recipe decides is made here, once, in this order: the recipe as it runs on
+the device it lands on (its ``cuda`` section applied on a GPU); the seed; the data (and
 its ``train_subset``); the model (its builder told the data's channels, classes and
 image size), its init and zero-γ; the runtime (device, precision, channels_last); the
 input pipeline (standardization, augmentation); batches per epoch and total steps; the
@@ -41,7 +42,7 @@ from trickbag.schedules import SCHEDULES, PlateauController, Schedule
 from trickbag.schedules import build as build_schedule
 from trickbag.schedules.torch import ScheduledLR, attach
 from trickbag.train.ema import build_ema
-from trickbag.train.runtime import Runtime, resolve_runtime
+from trickbag.train.runtime import Runtime, resolve_device, resolve_runtime
 
 __all__ = ["Parts", "build", "build_model_for", "check_input_sizes", "resolve_schedule", "steps_from_units"]
 
@@ -69,6 +70,7 @@ class Parts:
     mixer: MixUpCutMix | None = None
     callbacks: list[Any] = field(default_factory=list)
     teacher: nn.Module | None = None  # distillation: frozen, eval mode; the loss then takes its logits
+    adapted: dict = field(default_factory=dict)  # the recipe's cuda section, where the run landed on a GPU (recipe has it applied)
 
     @property
     def device(self) -> torch.device:
@@ -166,6 +168,7 @@ def build(recipe: Recipe, data: ImageData | None = None, teacher_cache: str | Pa
     (the caller's object is not changed). Seeds torch's and Python's global RNGs with
     ``train.seed`` first, so the same recipe builds the same parts. ``teacher_cache``: the
     folder a recipe-named distillation teacher is trained into and kept (default ``runs``)."""
+    recipe, adapted = recipe.for_device(resolve_device(recipe.train.device).type)
     train, data_cfg, optim_cfg, loss_cfg = recipe.train, recipe.data, recipe.optim, recipe.loss
     if train.threads:
         torch.set_num_threads(train.threads)
@@ -232,5 +235,5 @@ def build(recipe: Recipe, data: ImageData | None = None, teacher_cache: str | Pa
         loss_fn=loss_fn, teacher=teacher,
         batch_size=batch_size, steps_per_epoch=steps_per_epoch, total_steps=total_steps, base_lr=base_lr,
         ema=build_ema(model, train.ema_decay, train.ema_warmup) if train.ema_decay else None,
-        mixer=mixer, callbacks=callbacks,
+        mixer=mixer, callbacks=callbacks, adapted=adapted,
     )

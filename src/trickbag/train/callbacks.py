@@ -28,7 +28,9 @@ def parse_line(line: str) -> dict | None:
 class Callback:
     def on_fit_start(self, trainer: Any) -> None: ...
 
-    def on_step_end(self, trainer: Any, loss: float) -> None: ...
+    def on_step_end(self, trainer: Any, loss: Any) -> None:
+        """After every step; ``loss`` is a 0-dim tensor on the device (``float(loss)`` waits for
+        the device: on a GPU, read it every N steps, not every step)."""
 
     def on_epoch_end(self, trainer: Any, metrics: dict) -> None: ...
 
@@ -77,7 +79,7 @@ class TensorBoardLogger(Callback):
 
     def on_step_end(self, trainer: Any, loss: float) -> None:
         if trainer.step % self.every == 0:
-            self.writer.add_scalar("train/loss", loss, trainer.step)
+            self.writer.add_scalar("train/loss", float(loss), trainer.step)
             self.writer.add_scalar("train/lr", trainer.current_lr, trainer.step)
 
     def on_epoch_end(self, trainer: Any, metrics: dict) -> None:
@@ -116,7 +118,7 @@ class ConsoleProgress(Callback):
     def on_step_end(self, trainer: Any, loss: float) -> None:
         if self.progress is not None and trainer.step % 10 == 0:
             ips = (trainer.step - self.s0) * trainer.batch_size / max(time.perf_counter() - self.t0, 1e-9)
-            self.progress.update(self.task, completed=trainer.step, epoch=trainer.epoch + 1, loss=loss, lr=trainer.current_lr, ips=ips)
+            self.progress.update(self.task, completed=trainer.step, epoch=trainer.epoch + 1, loss=float(loss), lr=trainer.current_lr, ips=ips)
 
     def on_epoch_end(self, trainer: Any, metrics: dict) -> None:
         if self.quiet:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-__all__ = ["Runtime", "resolve_runtime", "cpu_has_native_bf16", "auto_precision"]
+__all__ = ["Runtime", "resolve_device", "resolve_runtime", "cpu_has_native_bf16", "auto_precision"]
 
 
 def cpu_has_native_bf16() -> bool:
@@ -60,11 +60,19 @@ class Runtime:
         """Enabled only for fp16 (bf16 has fp32's range and needs no loss scaling)."""
         return torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
 
+    def synchronize(self) -> None:
+        """Wait for the work queued on the device (GPUs run asynchronously; a CPU has none queued)."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        elif self.device.type == "mps":
+            torch.mps.synchronize()
+
     def describe(self) -> dict:
         return {"device": str(self.device), "precision": self.precision, "channels_last": self.channels_last}
 
 
-def resolve_runtime(device: str, precision: str, channels_last: bool | None, model: nn.Module) -> Runtime:
+def resolve_device(device: str) -> torch.device:
+    """``train.device`` as a torch device: ``auto`` is cuda, then mps, then cpu."""
     if device == "auto":
         if torch.cuda.is_available():
             device = "cuda"
@@ -78,6 +86,11 @@ def resolve_runtime(device: str, precision: str, channels_last: bool | None, mod
         raise ValueError(f"train.device must be auto, cpu, cuda, cuda:N or mps, got {device!r} ({exc})") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"train.device is {device!r} but CUDA is not available here; use device=auto or cpu")
+    return dev
+
+
+def resolve_runtime(device: str, precision: str, channels_last: bool | None, model: nn.Module) -> Runtime:
+    dev = resolve_device(device)
     if precision == "auto":
         native = torch.cuda.is_bf16_supported() if dev.type == "cuda" else dev.type == "cpu" and cpu_has_native_bf16()
         precision = auto_precision(dev.type, native)

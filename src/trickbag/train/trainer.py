@@ -50,7 +50,7 @@ from trickbag._json import write_json
 from trickbag.data.datasets import ImageData
 from trickbag.data.pipeline import size_at_epoch
 from trickbag.data.tta import tta_views
-from trickbag.optim import clip_gradients
+from trickbag.optim import clip_gradients, skips_on_device, step_unless
 from trickbag.recipes.config import Recipe, changed_keys, save, to_dict
 from trickbag.rng import rng_state, set_rng_state
 from trickbag.train.callbacks import Callback, ConsoleProgress, JsonlLogger, TensorBoardLogger
@@ -97,6 +97,8 @@ class Trainer:
         self.ema, self.mixer, self.loss_fn, self.teacher = parts.ema, parts.mixer, parts.loss_fn, parts.teacher
         self.batch_size, self.steps_per_epoch, self.total_steps = parts.batch_size, parts.steps_per_epoch, parts.total_steps
         self.base_lr = parts.base_lr
+        # steps between reads of the losses: each read waits for the device, which costs nothing on a CPU
+        self.sync_every = self.recipe.train.sync_every or (1 if self.device.type == "cpu" else 50)
         self.out = Path(out) if out else Path("runs") / f"{self.recipe.data.name}-{self.recipe.model.name}-{time.strftime('%Y%m%d-%H%M%S')}"
         self.data_gen = torch.Generator().manual_seed(self.recipe.train.seed)
         # running state (all of it goes into checkpoints)
@@ -107,6 +109,7 @@ class Trainer:
         self.epoch_loss_sum = 0.0  # finite losses of the current epoch, also across a resume
         self.epoch_loss_count = 0
         self.nonfinite = 0
+        self._pending: list[torch.Tensor] = []  # losses of steps taken on the device, not yet read (see _read_losses)
         self.start_losses: list[float] = []  # the first finite losses: "the start" of the divergence rule
         self.above = 0  # consecutive steps with the loss above diverge_factor x the start
         self.best_val_acc = -1.0
@@ -123,6 +126,9 @@ class Trainer:
         if self.tensorboard is not None:
             self.callbacks.append(self.tensorboard)
         self.callbacks += list(parts.callbacks) + list(callbacks)
+        if parts.adapted and not quiet:
+            print(f"note: on {self.device.type} the recipe's {self.device.type} section applies: "
+                  + ", ".join(f"{k}={v}" for k, v in parts.adapted.items()), file=sys.stderr, flush=True)
 
     # --- data -------------------------------------------------------------------------
 
@@ -140,7 +146,18 @@ class Trainer:
         """The lr of the current (or last) step, before per-group multipliers."""
         return self.lr_driver.lr
 
-    def train_step(self, x_u8: torch.Tensor, y: torch.Tensor, index: torch.Tensor | None = None) -> float:
+    def train_step(self, x_u8: torch.Tensor, y: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
+        """One optimizer step on a uint8 batch; returns its loss, a detached 0-dim tensor on
+        the device (``float(loss)`` reads it, which waits for the device).
+
+        With ``train.sync_every`` > 1 (the default on GPUs), where the optimizer can skip an
+        update on the device (Muon, torch's fused optimizers) and no ``GradScaler`` runs, a
+        non-finite loss skips its update there and the losses are read every ``sync_every``
+        steps (``_read_losses``): no host synchronisation per step; the divergence rule and
+        ``nan_patience`` then act up to ``sync_every`` steps late, and the EMA also averages
+        a skipped step's (unchanged) weights. Otherwise (the default on CPUs, where a read
+        costs nothing) the loss is read at once: a non-finite one skips the step, and a
+        diverged run stops before its update."""
         x = self.prepare(x_u8, train=True, index=index)
         y = y.to(self.device, non_blocking=True)
         if self.mixer is not None:
@@ -154,29 +171,60 @@ class Trainer:
             with torch.no_grad(), self.runtime.autocast():
                 teacher_logits = self.teacher(x)
             loss = self.loss_fn(logits.float(), y, teacher_logits.float())
-        value = float(loss.detach())
-        if not math.isfinite(value):
-            self.optimizer.zero_grad(set_to_none=True)
-            self.nonfinite += 1
-            if self.nonfinite >= self.recipe.train.nan_patience:
-                raise NonFiniteLossError(
-                    f"the loss was not finite ({value}) {self.nonfinite} times (step {self.step}, lr {self.current_lr:.4g})")
-            return value
-        self._check_divergence(value)
+        value = loss.detach()
+        device_guard = self.sync_every > 1 and not self.scaler.is_enabled() and skips_on_device(self.optimizer)
+        if not device_guard:
+            self._pending.append(value)
+            if self._read_losses(counted=False):  # non-finite: skip the step
+                self.optimizer.zero_grad(set_to_none=True)
+                return value
         self.scaler.scale(loss).backward()
         optim_cfg = self.recipe.optim
         if optim_cfg.clip_norm or optim_cfg.clip_value:
             clip_gradients(self.model.parameters(), optim_cfg.clip_norm or None, optim_cfg.clip_value or None, self.scaler, self.optimizer)
-        scale_before = self.scaler.get_scale() if self.scaler.is_enabled() else None
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
+        if device_guard:
+            step_unless(self.optimizer, ~torch.isfinite(value))
+            taken = True  # counted now; _read_losses takes back the ones the device skipped
+        else:
+            scale_before = self.scaler.get_scale() if self.scaler.is_enabled() else None
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            taken = scale_before is None or self.scaler.get_scale() >= scale_before
         self.optimizer.zero_grad(set_to_none=True)
-        taken = scale_before is None or self.scaler.get_scale() >= scale_before
         if taken:  # an update the scaler skipped does not advance the schedule
             self.step += 1
             if self.ema is not None:
                 self.ema.update_parameters(self.model)
+        if device_guard:
+            self._pending.append(value)
+            if len(self._pending) >= self.sync_every:
+                self._read_losses(counted=True)
         return value
+
+    def _read_losses(self, counted: bool) -> int:
+        """Read the losses still on the device (one transfer) and account for them in order:
+        the epoch's mean loss, the non-finite count (``nan_patience``) and the divergence
+        rule. ``counted``: their steps were counted as taken; each non-finite one was skipped
+        on the device, so the count is taken back (the schedule's step is the number of
+        updates made). Returns how many were non-finite."""
+        if not self._pending:
+            return 0
+        values = torch.stack(self._pending).tolist()
+        self._pending = []
+        bad = sum(not math.isfinite(v) for v in values)
+        if counted:
+            self.step -= bad  # before any error below, so it reports the updates really made
+        for value in values:
+            if math.isfinite(value):
+                self.epoch_loss_sum += value
+                self.epoch_loss_count += 1
+                self._check_divergence(value)
+                continue
+            self.nonfinite += 1
+            if self.nonfinite >= self.recipe.train.nan_patience:
+                raise NonFiniteLossError(
+                    f"the loss was not finite ({value}) {self.nonfinite} times (step {self.step}, lr {self.current_lr:.4g})")
+        return bad
 
     def _check_divergence(self, loss: float) -> None:
         """Stop when the loss stays above ``diverge_factor`` x its start (the mean of the
@@ -241,6 +289,8 @@ class Trainer:
     # --- checkpoints ------------------------------------------------------------------
 
     def state_dict(self) -> dict:
+        """Everything a bit-exact resume needs (the losses still on the device are read first)."""
+        self._read_losses(counted=True)
         return {
             "format": CHECKPOINT_FORMAT,
             "trickbag": __version__,
@@ -450,13 +500,12 @@ class Trainer:
                 self.batch_in_epoch = b + 1
                 if cfg.snapshots and self._cycle_ended():
                     self._write_checkpoint(f"snapshot_{self.step:07d}.pt")
-                if math.isfinite(loss):
-                    self.epoch_loss_sum += loss
-                    self.epoch_loss_count += 1
                 for cb in self.callbacks:
                     cb.on_step_end(self, loss)
                 if self._interrupt or self.should_stop:
                     break
+            self._read_losses(counted=True)
+            self.runtime.synchronize()  # the epoch's time includes the device's queued work
             epoch_time = time.perf_counter() - t0
             self.train_time += epoch_time
             if self._interrupt or self.batch_in_epoch < self.steps_per_epoch:  # Ctrl-C or a callback's stop mid-epoch
@@ -553,6 +602,8 @@ class Trainer:
             "nonfinite_losses": self.nonfinite,
             "test_acc_by_train_time": history_test,
             "runtime": self.runtime.describe(),
+            # what `auto` changed for the device the run landed on (the recipe's cuda section), if anything
+            "adapted_for_device": {"device": self.device.type, "changed": self.parts.adapted} if self.parts.adapted else None,
             "data": self.data.summary(),
             "parameters": sum(p.numel() for p in self.model.parameters()),
             "versions": {"trickbag": __version__, "torch": torch.__version__, "python": platform.python_version()},
