@@ -22,7 +22,7 @@ import torch
 
 from trickbag._checks import check_nonnegative, check_positive, check_range
 
-__all__ = ["Muon", "newton_schulz"]
+__all__ = ["Muon", "newton_schulz", "orthogonalize"]
 
 #: the quintic iteration's coefficients from Jordan et al. (maximise the slope at 0)
 NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
@@ -33,16 +33,45 @@ def newton_schulz(g: torch.Tensor, steps: int = 5, eps: float = 1e-7) -> torch.T
     quintic Newton–Schulz iteration ``X <- a X + (b A + c A^2) X`` with ``A = X X^T``,
     starting from ``g / ||g||_F``; run in bfloat16 as the reference implementation does
     (the iteration tolerates it and it is several times faster). Returns ``g``'s dtype."""
+    return orthogonalize([g], steps, eps, batched=False)[0]
+
+
+def orthogonalize(matrices: list[torch.Tensor], steps: int = 5, eps: float = 1e-7,
+                  batched: bool | None = None) -> list[torch.Tensor]:
+    """``newton_schulz`` of every matrix. ``batched`` (default: on CUDA) runs them all as one
+    batch, each zero-padded to the largest shape: the padding stays exactly zero through
+    the iteration (zero rows and columns of ``X`` give zero rows and columns of ``A`` and of
+    ``(b A + c A^2) X``) and adds nothing to the norm, so each matrix gets its own result,
+    in ~40 kernel launches for all instead of ~40 per matrix: on a GPU a small net's Muon
+    step is bound by launches (measured on an H100, benchmarks/RESULTS.md). Unbatched (the
+    CPU default, where the padding would be real work), each matrix alone."""
+    if batched is None:
+        batched = bool(matrices) and matrices[0].is_cuda
+    if not batched or len(matrices) < 2:
+        return [_newton_schulz_batch([m], steps, eps)[0] for m in matrices]
+    return _newton_schulz_batch(matrices, steps, eps)
+
+
+def _newton_schulz_batch(matrices: list[torch.Tensor], steps: int, eps: float) -> list[torch.Tensor]:
     a, b, c = NS_COEFFICIENTS
-    x = g.bfloat16()
-    x = x / (x.norm() + eps)
-    tall = x.size(0) > x.size(1)
-    if tall:
-        x = x.T
+    wide = [m.T if m.size(0) > m.size(1) else m for m in matrices]  # iterate on the smaller Gram matrix
+    if len(wide) == 1:
+        x = wide[0].bfloat16()
+        x = x / (x.norm() + eps)
+    else:
+        rows, cols = max(w.size(0) for w in wide), max(w.size(1) for w in wide)
+        x = wide[0].new_zeros((len(wide), rows, cols), dtype=torch.bfloat16)
+        for i, w in enumerate(wide):
+            x[i, : w.size(0), : w.size(1)].copy_(w)
+        x = x / (torch.linalg.vector_norm(x, dim=(-2, -1), keepdim=True) + eps)
     for _ in range(steps):
-        gram = x @ x.T
+        gram = x @ x.mT
         x = a * x + (b * gram + c * gram @ gram) @ x
-    return (x.T if tall else x).to(g.dtype)
+    out = []
+    for i, (m, w) in enumerate(zip(matrices, wide)):
+        block = x if len(wide) == 1 else x[i, : w.size(0), : w.size(1)]
+        out.append((block.T if w is not m else block).to(m.dtype))
+    return out
 
 
 class Muon(torch.optim.Optimizer):
@@ -125,10 +154,9 @@ def _muon_update(params: list[torch.Tensor], grads: list[torch.Tensor], bufs: li
     torch._foreach_add_(new_bufs, grads)
     updates = torch._foreach_add(grads, new_bufs, alpha=mu)
     norms = torch._foreach_norm(params)
-    new_params = []
-    for p, norm, u in zip(params, norms, updates):
-        fixed = p * (p.size(0) ** 0.5 / norm.clamp_min(1e-12))
-        new_params.append(fixed.add_(newton_schulz(u.reshape(p.size(0), -1), ns_steps).view_as(p), alpha=-lr))
+    new_params = [p * (p.size(0) ** 0.5 / norm.clamp_min(1e-12)) for p, norm in zip(params, norms)]
+    directions = orthogonalize([u.reshape(p.size(0), -1) for p, u in zip(params, updates)], ns_steps)
+    torch._foreach_add_(new_params, [d.view_as(p) for d, p in zip(directions, params)], alpha=-lr)
     return new_params, new_bufs
 
 
