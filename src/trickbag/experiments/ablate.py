@@ -259,6 +259,7 @@ def probe_step_time(recipe: Recipe, data: Any = None, steps: int = 10, warmup: i
         idx = order[(k * bs) % max(1, len(order) - bs):][:bs]
         t0 = time.perf_counter()
         trainer.train_step(parts.data.train_x[idx], parts.data.train_y[idx], index=idx)
+        trainer.runtime.synchronize()  # a GPU step is done when the device is, not when it is queued
         if k >= warmup:
             times.append(time.perf_counter() - t0)
     return statistics.median(times)

@@ -170,10 +170,11 @@ class Recipe:
 
     def for_device(self, device_type: str) -> tuple[Recipe, dict]:
         """This recipe as it runs on ``device_type`` (cuda, cpu, ...): on cuda with its
-        ``cuda`` section applied. Returns ``(recipe, {key: value} applied)``; the recipe
-        returned has no ``cuda`` section left, so saving and resuming it is plain."""
+        ``cuda`` section applied. Returns ``(recipe, {key: value} applied)``: elsewhere this
+        recipe itself; on cuda a new one with no ``cuda`` section left, so what a GPU run saves
+        is the recipe it trained."""
         if device_type != "cuda" or not self.cuda:
-            return dataclasses.replace(self, cuda={}), {}
+            return self, {}
         data = to_dict(self)
         applied = dict(data.pop("cuda"))
         for key, value in applied.items():

@@ -8,6 +8,9 @@ batch enter the loss); a non-finite loss skips the step (after ``nan_patience`` 
 them the run stops, saying what to try); gradients are unscaled before clipping; a step
 the scaler skips does not advance the schedule; the EMA of weights and buffers is updated.
 A loss that stays above ``diverge_factor`` x its start is divergence too: the run stops.
+On a GPU nothing in a step waits for the host: the skip is decided on the device
+(``optim.step_unless``) and the losses are read every ``train.sync_every`` steps
+(``train_step``); on a CPU, where reading costs nothing, every step.
 
 With ``train.snapshots`` the weights at the end of every lr cycle (a warm restart) are kept
 as ``checkpoints/snapshot_<step>.pt`` for snapshot ensembles.
