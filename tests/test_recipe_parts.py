@@ -9,6 +9,7 @@ import sys
 
 import pytest
 import torch
+from torch import nn
 
 from trickbag._params import coerce, load_yaml, parse_spec
 from trickbag.recipes import Parts, RecipeError, build, load, override, save
@@ -177,3 +178,28 @@ def test_changed_keys_names_dotted_keys_and_compares_free_form_params_whole():
     assert changed_keys(a, b) == [("model.params", a["model"]["params"], {"width": 32}), ("optim.lr", a["optim"]["lr"], 0.4)]
     assert a["model"]["params"] != {"width": 32} and a["optim"]["lr"] != 0.4
     assert changed_keys(a, a) == []
+
+
+def test_model_init_lsuv_gives_every_layer_unit_output_variance_on_real_training_images(small_data):
+    """``model.init: lsuv`` (Mishkin & Matas 2016) from a recipe: checked with our own hooks on
+    the same standardized training batch, BatchNorm statistics untouched."""
+    from trickbag.data.pipeline import InputPipeline
+    from trickbag.recipes.parts import LSUV_BATCH
+
+    parts = build(load("fashion-mnist", ["model.init=lsuv", "model.init_params={tol: 0.05}", "train.device=cpu"]),
+                  data=small_data)
+    model = parts.model.float().eval()
+    batch = InputPipeline.for_data(small_data, torch.device("cpu"))(small_data.train_x[:LSUV_BATCH])
+    layers = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    outputs = {}
+    handles = [m.register_forward_hook(lambda m, i, o: outputs.setdefault(m, o.detach())) for m in layers]
+    with torch.no_grad():
+        model(batch.contiguous())
+    for h in handles:
+        h.remove()
+    assert len(outputs) == len(layers) >= 8
+    assert all(abs(float(o.float().var()) - 1.0) < 0.05 for o in outputs.values())
+    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert all(torch.equal(b.running_mean, torch.zeros_like(b.running_mean)) for b in bns)
+    with pytest.raises(RecipeError, match="tol must be > 0"):
+        build(load("fashion-mnist", ["model.init=lsuv", "model.init_params={tol: -1}", "train.device=cpu"]), data=small_data)

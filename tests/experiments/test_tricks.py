@@ -40,6 +40,7 @@ EXPECTED = {
     "tta_translate": (DEFAULT, ["train.tta_translate=0"], {"train.tta_translate": 1}),
     "linear_scaling": (DEFAULT, [], {"data.batch_size": 1024, "optim.base_batch_size": 256}),
     "he_init": (DEFAULT, [], {"model.init": "he_normal"}),
+    "lsuv": (DEFAULT, [], {"model.init": "lsuv"}),
     "bf16": (DEFAULT, ["train.precision=fp32"], {"train.precision": "bf16"}),
     "fp16": (DEFAULT, ["train.precision=fp32"], {"train.precision": "fp16"}),
     "channels_last": (DEFAULT, ["train.channels_last=false"], {"train.channels_last": True}),

@@ -218,6 +218,11 @@ def _he_init(recipe: Recipe, on: bool) -> Recipe:
     return override(recipe, {"model.init": "he_normal" if on else None, "model.init_params": {}})
 
 
+@register_trick("lsuv", "LSUV init on a training batch instead of the model's default (Mishkin & Matas 2016)")
+def _lsuv(recipe: Recipe, on: bool) -> Recipe:
+    return override(recipe, {"model.init": "lsuv" if on else None, "model.init_params": {}})
+
+
 @register_trick("bf16", "bf16 autocast instead of fp32 (on CPUs without native bf16 it is far slower)")
 def _bf16(recipe: Recipe, on: bool) -> Recipe:
     return override(recipe, {"train.precision": "bf16" if on else "fp32"})

@@ -63,7 +63,7 @@ class DataConfig:
 class ModelConfig:
     name: str = "small_cnn"  # trickbag.models.MODELS name
     params: dict = field(default_factory=dict)  # builder keyword arguments
-    init: str | None = None  # trickbag.init initializer applied to conv/linear weights (None: model default)
+    init: str | None = None  # trickbag.init initializer applied to conv/linear weights, or lsuv (on a training batch); None: model default
     init_params: dict = field(default_factory=dict)
     zero_gamma: bool = False  # last BN gamma of each residual block = 0 (Bag of Tricks 3.2)
 

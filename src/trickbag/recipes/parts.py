@@ -32,7 +32,7 @@ from torch import nn
 from trickbag._params import parse_number, typed_kwargs
 from trickbag.data import ImageData, load_dataset
 from trickbag.data.pipeline import InputPipeline
-from trickbag.init import initialize, zero_gamma
+from trickbag.init import initialize, lsuv, zero_gamma
 from trickbag.losses import MixUpCutMix, soft_target_cross_entropy
 from trickbag.losses.distill import DistillationLoss
 from trickbag.models import MODELS, build_model
@@ -133,13 +133,36 @@ def build_model_for(recipe: Recipe, data: ImageData) -> nn.Module:
             params[key] = value
     try:
         model = build_model(spec.name, **params)
-        if spec.init:
+        if spec.init == LSUV:
+            lsuv_on_training_data(model, recipe, data)
+        elif spec.init:
             initialize(model, spec.init, seed=recipe.train.seed, **spec.init_params)
     except (TypeError, ValueError) as exc:
         raise RecipeError(f"recipe model {spec.name!r}: {exc}") from None
     if spec.zero_gamma:
         zero_gamma(model)
     return model
+
+
+#: ``model.init`` value that runs LSUV (it needs data, so it is no registered initializer)
+LSUV = "lsuv"
+LSUV_BATCH = 256  # training images LSUV measures variances on (the paper's mini-batch)
+
+
+def lsuv_on_training_data(model: nn.Module, recipe: Recipe, data: ImageData) -> None:
+    """``model.init: lsuv``: LSUV (Mishkin & Matas 2016; ``trickbag.init.lsuv``) on the first
+    ``LSUV_BATCH`` training images as the model sees them (standardized, not augmented), in
+    eval mode so no BatchNorm statistics move; ``model.init_params`` take ``tol``,
+    ``max_iter``, ``orthonormal``. Seeded by ``train.seed``."""
+    cfg = recipe.data
+    inputs = InputPipeline.for_data(data, torch.device("cpu"), standardize=cfg.standardize, log1p=cfg.log1p)
+    batch = inputs(data.train_x[:LSUV_BATCH].cpu())
+    was_training = model.training
+    model.eval()
+    try:
+        lsuv(model, batch, seed=recipe.train.seed, **recipe.model.init_params)
+    finally:
+        model.train(was_training)
 
 
 def check_input_sizes(recipe: Recipe, data: ImageData, model: nn.Module) -> None:
