@@ -145,3 +145,16 @@ def test_build_applies_the_cuda_section_only_where_the_run_lands(small_data):
     parts = build(load("fashion-mnist", ["cuda={data.batch_size: 100}", "train.device=cpu", "data.train_subset=600"]),
                   data=small_data)
     assert parts.adapted == {} and parts.batch_size == 256 and parts.recipe.cuda == {"data.batch_size": 100}
+
+
+def test_a_trick_or_override_wins_over_the_cuda_section_too():
+    from trickbag.experiments.tricks import TRICKS
+    from trickbag.recipes.config import override
+
+    r = load("fashion-mnist")  # its cuda section sets schedule.params.warmup_steps and optim.lr
+    assert "schedule.params.warmup_steps" in r.cuda
+    no_warmup = TRICKS.get("warmup").off(r)
+    on_gpu = no_warmup.for_device("cuda")[0]
+    assert on_gpu.schedule.params.get("warmup_steps", 0) in (0, None) and on_gpu.data.batch_size == 1024
+    assert override(r, {"optim.lr": 0.3}).for_device("cuda")[0].optim.lr == 0.3
+    assert override(r, {"cuda": {}}).for_device("cuda")[1] == {}

@@ -326,6 +326,7 @@ def override(recipe: Recipe, changes: dict[str, Any]) -> Recipe:
     data = to_dict(recipe)
     for key, value in changes.items():
         _set_path(data, key, value, f"recipe key '{key}'")
+    _drop_device_keys_set_by_hand(data, list(changes))
     return from_dict(data)
 
 
@@ -355,18 +356,19 @@ def load(name_or_path: str = "fashion-mnist", overrides: list[str] | None = None
     if data is not None and not isinstance(data, dict):
         raise RecipeError(f"{what} must be a mapping of sections (data, model, optim, ...), got {data!r}")
     data = apply_overrides({} if data is None else data, overrides or [])
-    _drop_device_keys_set_by_hand(data, overrides or [])
+    _drop_device_keys_set_by_hand(data, [item.partition("=")[0].strip() for item in overrides or []])
     return from_dict(data)
 
 
-def _drop_device_keys_set_by_hand(data: dict, overrides: list[str]) -> None:
-    """A key given with ``--set`` wins over the recipe's ``cuda`` section: that section
-    adapts the recipe's own choices to a GPU, never the user's."""
+def _drop_device_keys_set_by_hand(data: dict, keys: list[str]) -> None:
+    """A key set explicitly (``--set``, ``override``: a trick, a tuner) wins over the recipe's
+    ``cuda`` section: that section adapts the recipe's own choices to a GPU, never those."""
     section = data.get("cuda")
     if not isinstance(section, dict):
         return
-    for item in overrides:
-        key = item.partition("=")[0].strip()
+    for key in keys:
+        if key == "cuda":
+            continue
         for own in list(section):
             if own == key or own.startswith(key + ".") or key.startswith(own + "."):
                 del section[own]
