@@ -106,6 +106,22 @@ def test_an_ablation_end_to_end_and_a_rerun_trains_only_what_is_missing(tmp_path
     png = A.plot_deltas(result, tmp_path / "abl" / "deltas.png")
     assert Path(png).stat().st_size > 1000
 
+    # the paper's cumulative table over the same runs: only +label_smoothing+ema is new, and each
+    # row also says what its own trick adds to the row above, paired by seed
+    trained.clear()
+    cum = A.Ablation(base, ["label_smoothing", "ema"], "cumulative", [0, 1], tmp_path / "abl", data=small_data)
+    rows = cum.run()["variants"]
+    assert len(trained) == 2 and [r["name"] for r in rows] == ["baseline", "+label_smoothing", "+label_smoothing+ema"]
+    acc = [[json.loads((cum.run_dir(r, s) / "summary.json").read_text())["test_acc"] for s in (0, 1)] for r in cum.recipes]
+    assert "step" not in rows[0]
+    for i in (1, 2):
+        delta, ci = by_hand(acc[i], acc[i - 1])
+        assert rows[i]["step"]["delta"] == pytest.approx(delta, abs=1e-12)
+        assert rows[i]["step"]["ci95"] == pytest.approx(list(ci), abs=1e-9)
+    assert rows[1]["step"]["delta"] == pytest.approx(rows[1]["delta"], abs=1e-12)  # row 1's row above is the baseline
+    header = A.to_markdown(cum.result()).splitlines()[0]
+    assert "this trick (vs the row above)" in header and header.count("|") == 11
+
 
 def test_time_budget_gives_a_slower_variant_fewer_epochs(tmp_path, small_data, monkeypatch):
     """The epochs follow round(epochs * baseline step time / variant step time), stored for reruns."""

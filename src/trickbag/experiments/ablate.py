@@ -3,7 +3,8 @@
 1. **Plan** (pure): the mode turns the studied tricks into variants, the baseline first:
 
    * ``cumulative`` — the paper's table: baseline (all studied tricks off), then each row adds
-     one more trick (``+t1``, ``+t1+t2``, ...); each row's delta is against the baseline;
+     one more trick (``+t1``, ``+t1+t2``, ...); each row's delta is against the baseline,
+     and its ``step`` against the row above (what that row's own trick adds);
    * ``one-at-a-time`` — baseline, then the baseline plus each trick alone;
    * ``leave-one-out`` — all tricks on (the baseline of this mode), then all but each one: a
      negative delta is what dropping that trick costs.
@@ -205,7 +206,7 @@ class Ablation:
                 per_variant[i][seed] = done
         base = per_variant[0]
         rows = []
-        for variant, recipe, runs in zip(self.variants, self.recipes, per_variant):
+        for i, (variant, recipe, runs) in enumerate(zip(self.variants, self.recipes, per_variant)):
             seeds = [s for s in self.seeds if s in runs]
             accs = [runs[s]["test_acc"] for s in seeds]
             row: dict[str, Any] = {"name": variant.name, "tricks": list(variant.tricks), "seeds": seeds, "test_acc": accs,
@@ -216,11 +217,9 @@ class Ablation:
             if accs:
                 summary = spread(accs)
                 row.update(mean=summary.mean, std=summary.std)
-            paired = [s for s in seeds if s in base]
-            if paired:
-                cmp = compare_paired([runs[s]["test_acc"] for s in paired], [base[s]["test_acc"] for s in paired])
-                row.update(delta=cmp.delta, ci95=list(cmp.ci) if cmp.ci else None, p_value=cmp.p_value,
-                           resolved=cmp.resolved, seeds_needed=cmp.seeds_needed)
+            row.update(_paired(runs, base, seeds))
+            if self.mode == "cumulative" and i > 0:  # what this row's own trick adds to the row above
+                row["step"] = _paired(runs, per_variant[i - 1], seeds)
             rows.append(row)
         return {"mode": self.mode, "baseline": self.variants[0].name, "metric": "test_acc", "budget": self.budget,
                 "seeds": self.seeds, "tricks": self.tricks, "variants": rows}
@@ -239,6 +238,17 @@ class Ablation:
             self.out.mkdir(parents=True, exist_ok=True)
             write_json(path, stored)
         return [override(r, {"train.epochs": stored[k]["epochs"]}) for r, k in zip(recipes, keys)]
+
+
+def _paired(runs: dict[int, dict], reference: dict[int, dict], seeds: Sequence[int]) -> dict:
+    """delta, ci95, p_value, resolved, seeds_needed of ``runs`` against ``reference`` on the
+    seeds both have (empty when none)."""
+    paired = [s for s in seeds if s in reference]
+    if not paired:
+        return {}
+    cmp = compare_paired([runs[s]["test_acc"] for s in paired], [reference[s]["test_acc"] for s in paired])
+    return {"delta": cmp.delta, "ci95": list(cmp.ci) if cmp.ci else None, "p_value": cmp.p_value,
+            "resolved": cmp.resolved, "seeds_needed": cmp.seeds_needed}
 
 
 def probe_step_time(recipe: Recipe, data: Any = None, steps: int = 10, warmup: int = 3) -> float:
@@ -274,25 +284,39 @@ def _pct(value: float | None, signed: bool = False) -> str:
     return f"{100 * value:+.2f}" if signed else f"{100 * value:.2f}"
 
 
+def _verdict(cmp: dict) -> str:
+    if cmp.get("resolved"):
+        return "real gain" if cmp["delta"] > 0 else "real loss"
+    if cmp.get("seeds_needed"):
+        return f"inside the noise (~{cmp['seeds_needed']} seeds to resolve)"
+    return "inside the noise"
+
+
+def _ci(cmp: dict) -> str:
+    return f"[{_pct(cmp['ci95'][0], True)}, {_pct(cmp['ci95'][1], True)}]" if cmp.get("ci95") else "—"
+
+
 def to_markdown(result: dict) -> str:
-    """The table: one row per variant (cumulative mode: each row adds one trick, as in the paper)."""
-    lines = [f"| {result['mode']} | seeds | test acc % (mean ± sd) | delta | 95% CI | p | verdict |",
-             "|---|---|---|---|---|---|---|"]
+    """The table: one row per variant. Cumulative mode (the paper's table: each row adds one
+    trick) also says what each row's own trick adds to the row above, paired by seed."""
+    cumulative = result["mode"] == "cumulative"
+    head = f"| {result['mode']} | seeds | test acc % (mean ± sd) | delta | 95% CI | p | verdict |"
+    rule = "|---|---|---|---|---|---|---|"
+    if cumulative:
+        head += " this trick (vs the row above) | its 95% CI | its verdict |"
+        rule += "---|---|---|"
+    lines = [head, rule]
     for i, row in enumerate(result["variants"]):
         sd = f" ± {_pct(row['std'])}" if row["std"] is not None else ""
-        if i == 0:
-            verdict, ci = "baseline", "—"
-        else:
-            ci = f"[{_pct(row['ci95'][0], True)}, {_pct(row['ci95'][1], True)}]" if row["ci95"] else "—"
-            if row["resolved"]:
-                verdict = "real gain" if row["delta"] > 0 else "real loss"
-            elif row["seeds_needed"]:
-                verdict = f"inside the noise (~{row['seeds_needed']} seeds to resolve)"
-            else:
-                verdict = "inside the noise"
+        verdict, ci = ("baseline", "—") if i == 0 else (_verdict(row), _ci(row))
         p = f"{row['p_value']:.3g}" if row["p_value"] is not None else "—"
-        lines.append(f"| {row['name']} | {len(row['seeds'])} | {_pct(row['mean'])}{sd} | "
-                     f"{_pct(row['delta'], True) if i else '0'} | {ci} | {p} | {verdict} |")
+        line = (f"| {row['name']} | {len(row['seeds'])} | {_pct(row['mean'])}{sd} | "
+                f"{_pct(row['delta'], True) if i else '0'} | {ci} | {p} | {verdict} |")
+        if cumulative:
+            step = row.get("step") or {}
+            line += (f" {_pct(step.get('delta'), True)} | {_ci(step)} | {_verdict(step) if step else '—'} |" if i
+                     else " — | — | — |")
+        lines.append(line)
     return "\n".join(lines) + "\n"
 
 
