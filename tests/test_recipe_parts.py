@@ -173,9 +173,13 @@ def test_the_lr_finder_keeps_the_muon_filters_lr_ratio_during_the_sweep(small_da
 def test_changed_keys_names_dotted_keys_and_compares_free_form_params_whole():
     from trickbag.recipes import changed_keys, to_dict
 
-    a = to_dict(load("fashion-mnist"))
-    b = to_dict(override(load("fashion-mnist"), {"optim.lr": 0.4, "model.params": {"width": 32}}))
+    plain = load("fashion-mnist", ["cuda={}"])  # (an override also drops the cuda section's keys it sets)
+    a = to_dict(plain)
+    b = to_dict(override(plain, {"optim.lr": 0.4, "model.params": {"width": 32}}))
     assert changed_keys(a, b) == [("model.params", a["model"]["params"], {"width": 32}), ("optim.lr", a["optim"]["lr"], 0.4)]
+    with_section = to_dict(load("fashion-mnist"))
+    moved = changed_keys(with_section, to_dict(override(load("fashion-mnist"), {"optim.lr": 0.4})))
+    assert moved == [("cuda.optim.lr", with_section["cuda"]["optim.lr"], None), ("optim.lr", with_section["optim"]["lr"], 0.4)]
     assert a["model"]["params"] != {"width": 32} and a["optim"]["lr"] != 0.4
     assert changed_keys(a, a) == []
 
