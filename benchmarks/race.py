@@ -167,11 +167,7 @@ def trickbag_run(data, recipe: str, overrides: list[str], seed: int, device: str
                       f"train.device={device}"])
     t0 = time.perf_counter()
     out = f"runs/race-{label}-seed{seed}"
-    try:
-        summary = Trainer(r, out=out, quiet=True, data=data, tensorboard=False).fit(overwrite=True)
-    except Exception as exc:  # one contender's failure must not lose the others' figures
-        print(f"{label} seed {seed}: FAILED {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
-        return {"seed": seed, "error": f"{type(exc).__name__}: {exc}"}
+    summary = Trainer(r, out=out, quiet=True, data=data, tensorboard=False).fit(overwrite=True)
     wall = time.perf_counter() - t0
     history = [tuple(p) for p in summary["test_acc_by_train_time"]]
     print(f"{label} seed {seed}: {summary['test_acc']:.4f} in {summary['train_time_s']:.1f}s (wall {wall:.1f}s)", file=sys.stderr, flush=True)
@@ -181,6 +177,16 @@ def trickbag_run(data, recipe: str, overrides: list[str], seed: int, device: str
             "batch_size": summary["config"]["data"]["batch_size"],
             # the same final weights without EMA / with fewer test-time views: those tricks' deltas for free
             "final_test_acc_no_ema": summary.get("test_acc_no_ema"), "final_test_acc_by_tta": summary.get("test_acc_by_tta", {})}
+
+
+def guarded(label: str, seed: int, run) -> dict:
+    """``run()``, or ``{"seed", "error"}`` when it fails: one contender's failure (a GPU path
+    that breaks, a bad variant) must not lose the others' figures."""
+    try:
+        return run()
+    except Exception as exc:
+        print(f"{label} seed {seed}: FAILED {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+        return {"seed": seed, "error": f"{type(exc).__name__}: {exc}"}
 
 
 def summarize(runs: list[dict]) -> dict:
@@ -250,15 +256,11 @@ def main() -> None:
     # seeds interleaved, so drift in the machine's speed hits every contender alike
     for seed in range(args.seeds):
         if not args.no_reference:
-            try:
-                ref = reference_run(data, epochs, seed, device)
-            except Exception as exc:  # keep the contenders' figures
-                print(f"reference seed {seed}: FAILED {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
-                ref = {"seed": seed, "error": f"{type(exc).__name__}: {exc}"}
+            ref = guarded("reference", seed, lambda: reference_run(data, epochs, seed, device))
             results["contenders"].setdefault("reference", {"runs": []})["runs"].append(ref)
             save_partial(results, args.json_out)
         for label, recipe, overrides in contenders:
-            run = trickbag_run(data, recipe, [*args.overrides, *overrides], seed, args.device, label)
+            run = guarded(label, seed, lambda: trickbag_run(data, recipe, [*args.overrides, *overrides], seed, args.device, label))
             entry = results["contenders"].setdefault(label, {"recipe": recipe, "overrides": [*args.overrides, *overrides], "runs": []})
             entry["runs"].append(run)
             save_partial(results, args.json_out)

@@ -157,16 +157,14 @@ class Recipe:
         return self
 
     def _check_device_section(self) -> None:
-        data = to_dict(self)
-        data["cuda"] = {}
-        for key, value in self.cuda.items():
+        """The section names dotted recipe keys, and the recipe with it applied is valid."""
+        for key in self.cuda:
             if key.split(".")[0] in ("cuda", "description") or "." not in str(key):
                 raise RecipeError(f"recipe key 'cuda.{key}': the cuda section holds dotted recipe keys (data.batch_size: 1024)")
-            try:
-                _set_path(data, key, value, f"recipe key 'cuda.{key}'")
-                from_dict(data)
-            except RecipeError as exc:
-                raise RecipeError(f"recipe section cuda: {exc}") from None
+        try:
+            self.for_device("cuda")
+        except RecipeError as exc:
+            raise RecipeError(f"recipe section cuda: {exc}") from None
 
     def for_device(self, device_type: str) -> tuple[Recipe, dict]:
         """This recipe as it runs on ``device_type`` (cuda, cpu, ...): on cuda with its
