@@ -311,6 +311,59 @@ def ablate_cmd(
     typer.echo(f"written to {out}: table.md, table.csv, ablation.json{', ' + Path(plot).name if plot else ''}")
 
 
+@app.command("tune")
+def tune_cmd(
+    recipe: Annotated[str, typer.Option(help="Recipe name or YAML file; its search: section is the space.")] = "fashion-mnist",
+    trials: Annotated[int, typer.Option(help="Finished trials (complete or pruned) the study should hold.")] = 20,
+    timeout: Annotated[float | None, typer.Option(help="Seconds after which no new trial starts (a running one finishes).")] = None,
+    workers: Annotated[int, typer.Option(help="Worker processes (they share the cores).")] = 1,
+    storage: Annotated[str | None, typer.Option(help="Optuna storage URL (postgresql://user@host/db) or journal file; default OUT/study.journal.")] = None,
+    study: Annotated[str | None, typer.Option(help="Study name (default: the recipe's name).")] = None,
+    sampler: Annotated[str, typer.Option(help="tpe | random | cmaes.")] = "tpe",
+    pruner: Annotated[str, typer.Option(help="median | hyperband | none (fed each epoch's validation accuracy).")] = "median",
+    space: Annotated[str | None, typer.Option(help="YAML file with the search space (recipe key: {log_uniform|uniform|int|choice: ...}), instead of the recipe's.")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", "-s", help="Override a recipe key for every trial: a.b=value; repeat.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the sampler (trials train with the recipe's train.seed).")] = 0,
+    final: Annotated[bool, typer.Option(help="Train the best trial's recipe once more and test it.")] = True,
+    out: Annotated[str | None, typer.Option(help="Output directory (default runs/tune-<study>). Rerun the same command to continue.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Search a recipe's hyperparameters with Optuna; writes the best as a recipe `trickbag train` runs."""
+    from trickbag.experiments.tune import TuneConfig, TuneError, tune
+    from trickbag.recipes import load, override, to_dict
+    from trickbag.recipes.search import read_space
+
+    with _user_errors():
+        base = load(recipe, list(set_ or []))
+        if space:
+            base = override(base, {"search": read_space(space)})
+        name = study or Path(recipe).stem
+        config = TuneConfig(to_dict(base), trials, out or f"runs/tune-{name}", name, storage, timeout, workers, sampler, pruner,
+                            seed, final=final, extra={"recipe_name": recipe}).validate()
+    say = (lambda text: None) if as_json else (lambda text: typer.echo(text, err=True))
+    try:
+        with _user_errors():
+            result = tune(config, progress=say, bar=not as_json and sys.stderr.isatty())
+    except TuneError as exc:
+        _fail(str(exc), 1)
+    except KeyboardInterrupt:
+        _fail(f"interrupted: finished trials are kept, the running ones saved checkpoints; rerun the same command to continue ({config.out})", 130)
+    if as_json:
+        _print_json(result)
+        return
+    best = result["best"]
+    if best is None:
+        typer.echo(f"no trial completed ({result['trials']})")
+        return
+    params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in best["params"].items())
+    typer.echo(f"best: validation accuracy {best['value']:.4f} (trial {best['trial']}): {params}")
+    if result["test_acc"] is not None:
+        typer.echo(f"the best recipe trained once more: test accuracy {result['test_acc']:.4f} ({result['final_run']})")
+    typer.echo(f"trials: {result['trials']}; recipe written to {result['recipe']} (trickbag train --recipe {result['recipe']})")
+    if result["plots"]:
+        typer.echo(f"plots: {', '.join(result['plots'].values())}")
+
+
 @app.command("ensemble")
 def ensemble_cmd(
     members: Annotated[list[str], typer.Argument(help="Run directories (their final weights) or checkpoint files.")],
@@ -368,6 +421,8 @@ def train_cmd(
         _fail(str(exc), exc.exit_code)
     except KeyboardInterrupt:
         _fail(f"interrupted twice: stopped at once; continue from the newest checkpoint with --resume --out {trainer.out}", 130)
+    if not trainer.is_main:  # under torchrun rank 0 reports for the job
+        return
     if as_json:
         _print_json(summary)
     else:

@@ -127,6 +127,7 @@ class TrainConfig:
     checkpoint: bool = True
     eval_every: int = 1  # epochs between validation evaluations
     eval_test: bool = False  # also evaluate test every epoch (benchmarks' time-to-accuracy; decisions still use val)
+    sync_bn: bool = False  # under torchrun on GPUs: BatchNorm statistics over the global batch (SyncBatchNorm), not each rank's slice
     doctor_every: int = 0  # >0: doctor monitors every N optimizer steps into doctor.jsonl (trickbag doctor RUN_DIR); 0: off
 
 
@@ -143,6 +144,9 @@ class Recipe:
     #: what the recipe changes when its run lands on a CUDA GPU ({"data.batch_size": 1024, ...}):
     #: a GPU runs a small net launch-bound, so it wants larger batches (``for_device``)
     cuda: dict = field(default_factory=dict)
+    #: what ``trickbag tune`` may change, and over which range: ``{"optim.lr": {"log_uniform": [0.01, 1.0]}, ...}``
+    #: (``recipes.search``); training ignores it
+    search: dict = field(default_factory=dict)
 
     def validate(self) -> Recipe:
         """Range checks that types cannot express; errors name the key."""
@@ -154,12 +158,26 @@ class Recipe:
                 raise RecipeError(f"recipe {exc}") from None
         if self.cuda:
             self._check_device_section()
+        if self.search:
+            self.search_space()
         return self
+
+    def search_space(self) -> tuple:
+        """The ``search`` section parsed and checked (``recipes.search.parse_space``): its keys
+        must be this recipe's keys (did-you-mean otherwise) or ``trick.<name>``."""
+        from trickbag.recipes.search import SearchError, parse_space
+
+        data = to_dict(self)
+        known = [k for k in _flatten({s: v for s, v in data.items() if s not in _NOT_TRAINED})]
+        try:
+            return parse_space(self.search, known, free_form=[k for k in known if k.rsplit(".", 1)[-1] in _FREE_FORM])
+        except SearchError as exc:
+            raise RecipeError(f"recipe section search: {exc}") from None
 
     def _check_device_section(self) -> None:
         """The section names dotted recipe keys, and the recipe with it applied is valid."""
         for key in self.cuda:
-            if key.split(".")[0] in ("cuda", "description") or "." not in str(key):
+            if key.split(".")[0] in _NOT_TRAINED or "." not in str(key):
                 raise RecipeError(f"recipe key 'cuda.{key}': the cuda section holds dotted recipe keys (data.batch_size: 1024)")
         try:
             self.for_device("cuda")
@@ -242,6 +260,8 @@ def to_dict(recipe: Recipe) -> dict:
     return dataclasses.asdict(recipe)
 
 
+#: top-level recipe keys that say how to run or tune a recipe, not what it trains
+_NOT_TRAINED = ("description", "cuda", "search")
 #: recipe keys whose values are free-form mappings (a model's or a schedule's own parameters): compared whole
 _FREE_FORM = ("params", "init_params", "plateau")
 
@@ -271,6 +291,7 @@ def recipe_key(recipe: Recipe) -> str:
 
     data = to_dict(recipe)
     data.pop("description", None)
+    data.pop("search", None)  # a search space changes no run
     data["train"] = {k: v for k, v in data["train"].items() if k != "seed"}
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:12]
 

@@ -41,6 +41,7 @@ from trickbag.recipes.config import Recipe, RecipeError
 from trickbag.schedules import SCHEDULES, PlateauController, Schedule
 from trickbag.schedules import build as build_schedule
 from trickbag.schedules.torch import ScheduledLR, attach
+from trickbag.train.distributed import Distributed, join_from_environment
 from trickbag.train.ema import build_ema
 from trickbag.train.runtime import Runtime, resolve_device, resolve_runtime
 
@@ -71,6 +72,7 @@ class Parts:
     callbacks: list[Any] = field(default_factory=list)
     teacher: nn.Module | None = None  # distillation: frozen, eval mode; the loss then takes its logits
     adapted: dict = field(default_factory=dict)  # the recipe's cuda section, where the run landed on a GPU (recipe has it applied)
+    dist: Distributed | None = None  # this process's rank when torchrun launched it (train.distributed); forward is then DDP
 
     @property
     def device(self) -> torch.device:
@@ -191,7 +193,9 @@ def build(recipe: Recipe, data: ImageData | None = None, teacher_cache: str | Pa
     (the caller's object is not changed). Seeds torch's and Python's global RNGs with
     ``train.seed`` first, so the same recipe builds the same parts. ``teacher_cache``: the
     folder a recipe-named distillation teacher is trained into and kept (default ``runs``)."""
-    recipe, adapted = recipe.for_device(resolve_device(recipe.train.device).type)
+    device_type = resolve_device(recipe.train.device).type
+    recipe, adapted = recipe.for_device(device_type)
+    dist = join_from_environment(device_type)  # None unless torchrun started this process
     train, data_cfg, optim_cfg, loss_cfg = recipe.train, recipe.data, recipe.optim, recipe.loss
     if train.threads:
         torch.set_num_threads(train.threads)
@@ -203,7 +207,10 @@ def build(recipe: Recipe, data: ImageData | None = None, teacher_cache: str | Pa
     if data_cfg.train_subset:
         n = data_cfg.train_subset
         data = dataclasses.replace(data, train_x=data.train_x[:n], train_y=data.train_y[:n])
-    batch_size = data_cfg.batch_size
+    batch_size = data_cfg.batch_size  # the global batch: under torchrun each rank takes batch_size / world_size of it
+    if dist is not None and batch_size % dist.world_size:
+        raise RecipeError(f"recipe data.batch_size ({batch_size}) is the global batch and must be divisible by the "
+                          f"{dist.world_size} processes torchrun started")
     steps_per_epoch = len(data.train_y) // batch_size
     if steps_per_epoch < 1:
         raise RecipeError(f"recipe data.batch_size ({batch_size}) must be <= the {len(data.train_y)} training examples")
@@ -211,7 +218,14 @@ def build(recipe: Recipe, data: ImageData | None = None, teacher_cache: str | Pa
     model = build_model_for(recipe, data)
     check_input_sizes(recipe, data, model)
     runtime = resolve_runtime(train.device, train.precision, train.channels_last, model)
+    if dist is not None and runtime.device.type == "cuda":
+        runtime = dataclasses.replace(runtime, device=torch.device("cuda", dist.local_rank))
     model.to(runtime.device, memory_format=torch.channels_last if runtime.channels_last else torch.preserve_format)
+    if train.sync_bn and dist is not None:
+        if runtime.device.type != "cuda":
+            raise RecipeError("recipe train.sync_bn needs CUDA (torch's SyncBatchNorm runs on GPUs only); on CPU leave it "
+                              "off: each rank then normalizes its own slice of the batch")
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     on_device = data_cfg.on_device if data_cfg.on_device is not None else runtime.device.type == "cuda"
     if on_device:  # batches are then cut and augmented where the model is: no host copy per step
         data = data.to(runtime.device)
@@ -251,12 +265,13 @@ def build(recipe: Recipe, data: ImageData | None = None, teacher_cache: str | Pa
         from trickbag.doctor.monitor import DoctorMonitor
 
         callbacks.append(DoctorMonitor(train.doctor_every))  # writes <run dir>/doctor.jsonl
+    forward = dist.wrap(model, runtime.device) if dist is not None else model
     return Parts(
-        recipe=recipe, data=data, model=model, forward=torch.compile(model) if train.compile else model,
+        recipe=recipe, data=data, model=model, forward=torch.compile(forward) if train.compile else forward,
         runtime=runtime, inputs=inputs, optimizer=optimizer, schedule=schedule,
         lr_driver=attach(optimizer, schedule, plateau=plateau), scaler=runtime.grad_scaler(),
         loss_fn=loss_fn, teacher=teacher,
         batch_size=batch_size, steps_per_epoch=steps_per_epoch, total_steps=total_steps, base_lr=base_lr,
         ema=build_ema(model, train.ema_decay, train.ema_warmup) if train.ema_decay else None,
-        mixer=mixer, callbacks=callbacks, adapted=adapted,
+        mixer=mixer, callbacks=callbacks, adapted=adapted, dist=dist,
     )

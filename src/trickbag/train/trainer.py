@@ -100,6 +100,9 @@ class Trainer:
         self.ema, self.mixer, self.loss_fn, self.teacher = parts.ema, parts.mixer, parts.loss_fn, parts.teacher
         self.batch_size, self.steps_per_epoch, self.total_steps = parts.batch_size, parts.steps_per_epoch, parts.total_steps
         self.base_lr = parts.base_lr
+        # under torchrun: this rank's place; only rank 0 writes the run directory (train.distributed)
+        self.dist = parts.dist
+        self.is_main = self.dist is None or self.dist.is_main
         # steps between reads of the losses: each read waits for the device, which costs nothing on a CPU
         self.sync_every = self.recipe.train.sync_every or (1 if self.device.type == "cpu" else 50)
         self.out = Path(out) if out else Path("runs") / f"{self.recipe.data.name}-{self.recipe.model.name}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -125,11 +128,13 @@ class Trainer:
         self.skipped_checkpoints: list[dict[str, str]] = []
         self._interrupt = False
         self.callbacks: list[Callback] = [ConsoleProgress(quiet), JsonlLogger(self.out / "metrics.jsonl")]
-        self.tensorboard = TensorBoardLogger.create(self.out / "tensorboard") if tensorboard else None
+        self.tensorboard = TensorBoardLogger.create(self.out / "tensorboard") if tensorboard and self.is_main else None
         if self.tensorboard is not None:
             self.callbacks.append(self.tensorboard)
         self.callbacks += list(parts.callbacks) + list(callbacks)
-        if parts.adapted and not quiet:
+        if not self.is_main:  # the writers are rank 0's; callbacks given here run on every rank
+            self.callbacks = list(callbacks)
+        if parts.adapted and not quiet and self.is_main:
             print(f"note: on {self.device.type} the recipe's {self.device.type} section applies: "
                   + ", ".join(f"{k}={v}" for k, v in parts.adapted.items()), file=sys.stderr, flush=True)
 
@@ -280,14 +285,22 @@ class Trainer:
     def evaluate(self, x_all: torch.Tensor, y_all: torch.Tensor, model: nn.Module | None = None, flip: bool | None = None,
                  shift: int | None = None) -> dict:
         """Loss (negative log of the averaged probabilities) and accuracy of ``predict``."""
-        n = len(y_all)
+        if self.dist is not None:  # each rank its slice; the sums are reduced
+            x_all, y_all = self.dist.shard(x_all), self.dist.shard(y_all)
+        wide = torch.float32 if self.device.type == "mps" else torch.float64  # MPS has no float64
+        sums = torch.zeros(3, dtype=wide, device=self.device)  # loss, correct, count
+        if len(y_all):
+            probs = self.predict(x_all, model, flip, shift)
+            y = y_all.to(self.device, non_blocking=True)
+            sums[0] = F.nll_loss(probs.clamp_min(1e-12).log().to(wide), y, reduction="sum")
+            sums[1] = (probs.argmax(1) == y).sum()
+            sums[2] = len(y)
+        if self.dist is not None:
+            self.dist.all_reduce_sum(sums)
+        loss, correct, n = sums.tolist()  # one read at the end
         if n == 0:
             return {"loss": 0.0, "acc": 0.0}
-        probs = self.predict(x_all, model, flip, shift)
-        y = y_all.to(self.device, non_blocking=True)
-        wide = torch.float32 if self.device.type == "mps" else torch.float64  # MPS has no float64
-        loss = F.nll_loss(probs.clamp_min(1e-12).log().to(wide), y, reduction="sum")  # one read of each at the end
-        return {"loss": float(loss) / n, "acc": int((probs.argmax(1) == y).sum()) / n}
+        return {"loss": loss / n, "acc": int(correct) / n}
 
     # --- checkpoints ------------------------------------------------------------------
 
@@ -347,6 +360,8 @@ class Trainer:
             self.stop_reason = f"early stopping: no validation improvement for {self.bad_evals} evaluations"
 
     def _write_checkpoint(self, name: str, state: dict | None = None) -> None:
+        if not self.is_main:
+            return
         folder = self.out / "checkpoints"
         try:
             save_atomic(self.state_dict() if state is None else state, folder / name)
@@ -357,7 +372,7 @@ class Trainer:
                                 "Free space or fix the folder's permissions, then continue with --resume.") from None
 
     def _save_epoch_checkpoint(self, is_best: bool) -> None:
-        if not self.recipe.train.checkpoint:
+        if not self.recipe.train.checkpoint or not self.is_main:
             return
         folder = self.out / "checkpoints"
         state = self.state_dict()
@@ -444,12 +459,19 @@ class Trainer:
         (with ``.summary``, also written to ``summary.json``) when training diverges, and
         ``RunWriteError`` when the disk refuses a write.
         """
+        if not self.is_main:  # rank 0 checks (and clears) the run directory; then every rank loads its checkpoint
+            self.dist.barrier()
+            if resume:
+                self.resume()
+            return self._fit(resumed=resume)
         try:
             self.out.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise RunDirError(f"cannot create the run directory {self.out}: {exc.strerror or exc}") from None
         with RunLock(self.out):
             self._open_run(resume, overwrite)
+            if self.dist is not None:
+                self.dist.barrier()
             try:
                 return self._fit(resumed=resume)
             except OSError as exc:
@@ -465,7 +487,8 @@ class Trainer:
         return self.fit(resume=resume, overwrite=not resume)
 
     def _fit(self, resumed: bool) -> dict:
-        save(self.recipe, self.out / "config.yaml")
+        if self.is_main:
+            save(self.recipe, self.out / "config.yaml")
         wall0 = time.perf_counter()
         for cb in self.callbacks:
             cb.on_fit_start(self)
@@ -499,6 +522,8 @@ class Trainer:
             self.model.train()
             for b in range(self.batch_in_epoch, self.steps_per_epoch):
                 idx = order[b * self.batch_size : (b + 1) * self.batch_size]
+                if self.dist is not None:  # this rank's slice of the global batch
+                    idx = self.dist.shard(idx)
                 loss = self.train_step(self.data.train_x[idx], self.data.train_y[idx], index=idx)
                 self.batch_in_epoch = b + 1
                 if cfg.snapshots and self._cycle_ended():
@@ -522,6 +547,8 @@ class Trainer:
             self.epoch += 1
             self.perm = None
             self.batch_in_epoch = 0
+            if self.dist is not None:  # every rank evaluates (and rank 0 saves) the same weights
+                self.dist.broadcast_buffers(self.model, self.ema)
             metrics, is_best = self._end_of_epoch(epoch_time, (self.steps_per_epoch - steps0) * self.batch_size, history_test)
             for cb in self.callbacks:  # before the checkpoint: a resume drops log lines past it, never misses one
                 cb.on_epoch_end(self, metrics)
@@ -536,9 +563,13 @@ class Trainer:
 
     def _end_of_epoch(self, epoch_time: float, images: int, history_test: list) -> tuple[dict, bool]:
         cfg = self.recipe.train
+        loss_sum, loss_count = self.epoch_loss_sum, self.epoch_loss_count
+        if self.dist is not None:  # the mean over every rank's steps
+            loss_sum, loss_count = self.dist.all_reduce_sum(torch.tensor([loss_sum, float(loss_count)], dtype=torch.float64,
+                                                                         device=self.device)).tolist()
         metrics: dict[str, Any] = {
             "epoch": self.epoch, "step": self.step, "lr": self.current_lr,
-            "train_loss": self.epoch_loss_sum / self.epoch_loss_count if self.epoch_loss_count else None,
+            "train_loss": loss_sum / loss_count if loss_count else None,
             "time_s": epoch_time, "train_time_s": self.train_time, "images_per_s": images / max(epoch_time, 1e-9),
         }
         last = self.epoch == cfg.epochs
@@ -612,9 +643,11 @@ class Trainer:
             "versions": {"trickbag": __version__, "torch": torch.__version__, "python": platform.python_version()},
             "machine": {"platform": platform.platform(), "threads": torch.get_num_threads()},
             "tensorboard": str(self.out / "tensorboard") if self.tensorboard else None,
+            "world_size": self.dist.world_size if self.dist is not None else 1,  # processes of a torchrun job (data-parallel)
             "out": str(self.out),
             "config": to_dict(self.recipe),
         }
-        write_json(self.out / "summary.json", summary)
+        if self.is_main:
+            write_json(self.out / "summary.json", summary)
         return summary
 
