@@ -147,3 +147,17 @@ def test_recipes_config_and_search_stay_free_of_torch_and_optuna():
             "print(sorted(m for m in ('torch', 'optuna') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "[]"
+
+
+def test_the_starting_point_is_the_recipes_own_values_where_the_space_holds_them():
+    from trickbag.recipes.config import flat_values
+    from trickbag.recipes.search import starting_point
+
+    r = load("fashion-mnist")
+    point = starting_point(r.search_space(), flat_values(r))
+    assert point == {"optim.lr": r.optim.lr, "optim.muon_lr": r.optim.muon_lr, "optim.weight_decay": r.optim.weight_decay,
+                     "loss.label_smoothing": r.loss.label_smoothing, "schedule.params.warmup_steps": "0.02dur"}
+    narrow = override(r, {"search": {"optim.lr": {"uniform": [0.5, 0.9]}, "train.epochs": {"int": [2, 10], "step": 4},
+                                     "model.params.width": {"choice": [16, 32]}, "trick.mixup": {"choice": [True, False]}}})
+    # lr 0.2 lies outside; epochs 6 lies on the step grid 2, 6, 10; width 16 is a choice; tricks are left to the sampler
+    assert starting_point(narrow.search_space(), flat_values(narrow)) == {"train.epochs": 6, "model.params.width": 16}

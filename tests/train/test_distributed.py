@@ -47,6 +47,12 @@ def test_shards_are_contiguous_disjoint_and_cover_the_batch(n, world):
     assert max(sizes) <= -(-n // world) and (n % world or len(set(sizes)) == 1)
 
 
+def test_each_rank_and_step_draws_its_own_augmentation():
+    seeds = {Distributed(r, 4, r, "gloo").augmentation_seed(7, step) for r in range(4) for step in range(1000)}
+    assert len(seeds) == 4000
+    assert Distributed(1, 4, 1, "gloo").augmentation_seed(7, 5) == Distributed(1, 2, 0, "gloo").augmentation_seed(7, 5)
+
+
 def test_two_processes_give_one_process_losses_with_the_same_global_batch(tmp_path):
     # no BatchNorm (each rank would normalize its own half), no augmentation, fp32: the same
     # global batches, gradients averaged by DDP -> the same steps up to summation order
@@ -63,10 +69,16 @@ def test_two_processes_give_one_process_losses_with_the_same_global_batch(tmp_pa
     assert b["losses"] == pytest.approx(a["losses"], rel=1e-4, abs=1e-5)
     # and they moved: a run that trained nothing would match too
     assert a["losses"][-1] < a["losses"][0] - 0.05
+    # each rank accumulating two micro-batches (gradients averaged across ranks once, on the last)
+    accumulated = tiny_recipe(tmp_path, "model.params={widths: [4, 8], depth: 1, bn: false}", "train.accumulate=2")
+    run = torchrun(str(SCRIPT), str(accumulated), str(tmp_path / "acc"))
+    assert run.returncode == 0, run.stderr[-3000:]
+    c = json.loads((tmp_path / "acc" / "losses.json").read_text())
+    assert c["losses"] == pytest.approx(a["losses"], rel=1e-4, abs=1e-5)
 
 
 def test_torchrun_train_writes_once_and_reduces_evaluation_over_ranks(tmp_path):
-    recipe = tiny_recipe(tmp_path)
+    recipe = tiny_recipe(tmp_path, "data.augment=[{name: flip}, {name: pad_crop, pad: 2}]")
     out = tmp_path / "run"
     run = torchrun("-m", "trickbag", "train", "--recipe", str(recipe), "--out", str(out), "--json", "--quiet")
     assert run.returncode == 0, run.stderr[-3000:]
@@ -126,3 +138,30 @@ def test_one_process_ignores_sync_bn_and_records_world_size_one(tmp_path, small_
     summary = trainer.fit()
     assert summary["world_size"] == 1 and trainer.dist is None and trainer.is_main
     shutil.rmtree(tmp_path / "r")
+
+
+def test_accumulated_micro_batches_train_like_the_whole_batch(tmp_path, small_data):
+    # no BatchNorm (micro-batches would be normalized alone), no augmentation, fp32
+    common = TINY + ["model.params={widths: [4, 8], depth: 1, bn: false}", "data.name=fashion-mnist", "train.epochs=2"]
+    runs = {}
+    for k in (1, 4):
+        trainer = Trainer(load("fashion-mnist", common + [f"train.accumulate={k}"]), out=tmp_path / f"k{k}", quiet=True,
+                          data=small_data, tensorboard=False)
+        summary = trainer.fit()
+        runs[k] = (trainer.model.state_dict(), json.loads((tmp_path / f"k{k}" / "metrics.jsonl").read_text().splitlines()[-1]))
+        assert summary["steps"] == 2 * (len(small_data.train_y) // 100)  # one step per batch of 100, whatever k
+    (w1, m1), (w4, m4) = runs[1], runs[4]
+    assert m4["train_loss"] == pytest.approx(m1["train_loss"], rel=1e-4)
+    for key in w1:
+        assert torch.allclose(w1[key], w4[key], rtol=1e-4, atol=1e-5), key
+    moved = Trainer(load("fashion-mnist", common), out=tmp_path / "init", quiet=True, data=small_data, tensorboard=False).model.state_dict()
+    assert any(not torch.allclose(moved[k], w1[k], atol=1e-3) for k in w1)  # training changed the weights
+
+
+def test_accumulation_needs_equal_micro_batches(small_data):
+    from trickbag.recipes import RecipeError, build
+
+    with pytest.raises(RecipeError, match=r"data.batch_size \(100 per process\) must be divisible by train.accumulate \(3\)"):
+        build(load("fashion-mnist", TINY + ["train.accumulate=3"]), data=small_data)
+    with pytest.raises(RecipeError, match="train.accumulate must be > 0"):
+        load("fashion-mnist", TINY + ["train.accumulate=0"])

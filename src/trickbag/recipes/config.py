@@ -37,7 +37,7 @@ from trickbag._params import YamlError, coerce, load_yaml
 
 __all__ = ["Recipe", "DataConfig", "ModelConfig", "OptimConfig", "ScheduleConfig", "LossConfig", "DistillConfig", "TrainConfig",
            "load", "save", "override", "available", "RecipeError", "apply_overrides", "to_dict", "from_dict", "changed_keys",
-           "recipe_key"]
+           "recipe_key", "flat_values"]
 
 
 class RecipeError(ValueError):
@@ -127,6 +127,7 @@ class TrainConfig:
     checkpoint: bool = True
     eval_every: int = 1  # epochs between validation evaluations
     eval_test: bool = False  # also evaluate test every epoch (benchmarks' time-to-accuracy; decisions still use val)
+    accumulate: int = 1  # micro-batches per optimizer step (gradient accumulation): data.batch_size is the step's batch, each micro-batch batch_size / accumulate
     sync_bn: bool = False  # under torchrun on GPUs: BatchNorm statistics over the global batch (SyncBatchNorm), not each rank's slice
     doctor_every: int = 0  # >0: doctor monitors every N optimizer steps into doctor.jsonl (trickbag doctor RUN_DIR); 0: off
 
@@ -218,7 +219,7 @@ _RANGE_CHECKS = [
     ("optim.muon_lr", check_positive), ("optim.muon_momentum", _unit_open),
     ("loss.label_smoothing", _unit_open), ("loss.mixup_alpha", check_nonnegative), ("loss.cutmix_alpha", check_nonnegative),
     ("loss.mix_prob", _unit), ("distill.alpha", _unit), ("distill.temperature", check_positive),
-    ("train.epochs", check_positive), ("train.precision", partial(check_choice, choices=("auto", "fp32", "bf16", "fp16"))),
+    ("train.epochs", check_positive), ("train.accumulate", check_positive), ("train.precision", partial(check_choice, choices=("auto", "fp32", "bf16", "fp16"))),
     ("train.ema_decay", _unit_open), ("train.early_stopping", check_nonnegative), ("train.tta_translate", check_nonnegative), ("train.nan_patience", check_positive),
     ("train.diverge_factor", check_nonnegative), ("train.sync_every", check_nonnegative),
     ("train.keep_checkpoints", check_positive), ("train.eval_every", check_positive), ("train.threads", check_nonnegative),
@@ -274,6 +275,11 @@ def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
     for key, value in data.items():
         out.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
     return out
+
+
+def flat_values(recipe: Recipe) -> dict[str, Any]:
+    """``{"optim.lr": 0.2, "model.params": {...}, ...}``: every key of the recipe with its value."""
+    return _flatten(to_dict(recipe))
 
 
 def changed_keys(before: dict, after: dict) -> list[tuple[str, Any, Any]]:

@@ -211,6 +211,10 @@ def build(recipe: Recipe, data: ImageData | None = None, teacher_cache: str | Pa
     if dist is not None and batch_size % dist.world_size:
         raise RecipeError(f"recipe data.batch_size ({batch_size}) is the global batch and must be divisible by the "
                           f"{dist.world_size} processes torchrun started")
+    per_process = batch_size // (dist.world_size if dist is not None else 1)
+    if per_process % train.accumulate:
+        raise RecipeError(f"recipe data.batch_size ({per_process} per process) must be divisible by train.accumulate "
+                          f"({train.accumulate}): each step is that many equal micro-batches")
     steps_per_epoch = len(data.train_y) // batch_size
     if steps_per_epoch < 1:
         raise RecipeError(f"recipe data.batch_size ({batch_size}) must be <= the {len(data.train_y)} training examples")

@@ -23,7 +23,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["KINDS", "Dimension", "SearchError", "parse_space", "suggest", "corners", "read_space", "TRICK_PREFIX"]
+__all__ = ["KINDS", "Dimension", "SearchError", "parse_space", "suggest", "corners", "starting_point", "read_space", "TRICK_PREFIX"]
 
 #: the distribution kinds a dimension may name
 KINDS = ("log_uniform", "uniform", "int", "choice")
@@ -173,6 +173,25 @@ def corners(space: Iterable[Dimension]) -> list[dict[str, Any]]:
         for value in (d.choices[1:] if d.kind == "choice" else (d.high,)):
             points.append({**first, d.key: value})
     return points
+
+
+def starting_point(space: Iterable[Dimension], values: Mapping[str, Any]) -> dict[str, Any]:
+    """The recipe's own values (``values``: its flattened keys, ``model.params`` as a mapping)
+    for the dimensions they lie inside: the point a study tries first, so its best is never
+    below the recipe as shipped. Tricks and values outside the space are left to the sampler."""
+    point: dict[str, Any] = {}
+    for d in space:
+        if d.is_trick:
+            continue
+        head, _, rest = d.key.rpartition(".")
+        value = values.get(d.key, (values.get(head) or {}).get(rest) if isinstance(values.get(head), Mapping) else None)
+        if d.kind == "choice":
+            if any(value == c and type(value) is type(c) for c in d.choices):
+                point[d.key] = value
+        elif isinstance(value, (int, float)) and not isinstance(value, bool) and d.low <= value <= d.high:
+            if d.kind != "int" or (float(value).is_integer() and (int(value) - d.low) % d.step == 0):
+                point[d.key] = int(value) if d.kind == "int" else float(value)
+    return point
 
 
 def read_space(path: str) -> dict:

@@ -68,6 +68,23 @@ class Distributed:
         per = -(-n // self.world_size)
         return batch[min(n, self.rank * per): min(n, (self.rank + 1) * per)]
 
+    def mean(self, value: torch.Tensor) -> torch.Tensor:
+        """The mean of a tensor over the ranks (a new tensor; no host synchronisation)."""
+        out = value.detach().clone()
+        dist.all_reduce(out, op=dist.ReduceOp.SUM)
+        return out / self.world_size
+
+    def agree(self, *flags: bool, device: torch.device | None = None) -> tuple[bool, ...]:
+        """Each flag true on every rank when it is true on any (a stop, a Ctrl-C)."""
+        values = torch.tensor([float(f) for f in flags], device=device)
+        dist.all_reduce(values, op=dist.ReduceOp.MAX)
+        return tuple(bool(v) for v in values.tolist())
+
+    def augmentation_seed(self, seed: int, step: int) -> int:
+        """The seed of this rank's augmentation draws at ``step``: distinct across ranks and
+        steps (the ranks share the epoch permutation, not their slices' flips and crops)."""
+        return (seed * 1_000_003 + step) * 65_537 + self.rank
+
     def all_reduce_sum(self, values: torch.Tensor) -> torch.Tensor:
         """The sum of ``values`` over the ranks (in place, also returned)."""
         dist.all_reduce(values, op=dist.ReduceOp.SUM)
@@ -80,6 +97,12 @@ class Distributed:
             if module is not None:
                 for buffer in module.buffers():
                     dist.broadcast(buffer, src=0)
+
+    @staticmethod
+    def no_sync(forward: nn.Module):
+        """DDP's ``no_sync`` of ``forward`` (compiled or not): gradients of the backward passes
+        inside stay local, for accumulation; the next backward outside averages them all."""
+        return getattr(forward, "_orig_mod", forward).no_sync()
 
     def barrier(self) -> None:
         dist.barrier()

@@ -103,6 +103,7 @@ class Trainer:
         # under torchrun: this rank's place; only rank 0 writes the run directory (train.distributed)
         self.dist = parts.dist
         self.is_main = self.dist is None or self.dist.is_main
+        self._rank_gen = torch.Generator()  # under torchrun: augmentation draws, reseeded every step (no state to checkpoint)
         # steps between reads of the losses: each read waits for the device, which costs nothing on a CPU
         self.sync_every = self.recipe.train.sync_every or (1 if self.device.type == "cpu" else 50)
         self.out = Path(out) if out else Path("runs") / f"{self.recipe.data.name}-{self.recipe.model.name}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -145,7 +146,8 @@ class Trainer:
         (``index``: the images' positions in the training set, for ``alt_flip``) and at the
         epoch's progressive-resizing size (``data.progressive``)."""
         size = size_at_epoch(self.recipe.data.progressive, self.epoch) if train else None
-        return self.inputs(x, train, self.data_gen, size, index=index, epoch=self.epoch)
+        gen = self.data_gen if self.dist is None else self._rank_gen  # under torchrun each rank draws for its own slice
+        return self.inputs(x, train, gen, size, index=index, epoch=self.epoch)
 
     # --- one step ---------------------------------------------------------------------
 
@@ -166,27 +168,25 @@ class Trainer:
         a skipped step's (unchanged) weights. Otherwise (the default on CPUs, where a read
         costs nothing) the loss is read at once: a non-finite one skips the step, and a
         diverged run stops before its update."""
-        x = self.prepare(x_u8, train=True, index=index)
-        y = y.to(self.device, non_blocking=True)
-        if self.mixer is not None:
-            x, y = self.mixer(x, y)
-        self.lr_driver.set_step(self.step)
-        with self.runtime.autocast():
-            logits = self.forward(x)
-        if self.teacher is None:
-            loss = self.loss_fn(logits.float(), y)
-        else:  # distillation: the frozen teacher's logits on the same (augmented, mixed) batch
-            with torch.no_grad(), self.runtime.autocast():
-                teacher_logits = self.teacher(x)
-            loss = self.loss_fn(logits.float(), y, teacher_logits.float())
-        value = loss.detach()
         device_guard = self.sync_every > 1 and not self.scaler.is_enabled() and skips_on_device(self.optimizer)
+        accumulate = self.recipe.train.accumulate
+        self.lr_driver.set_step(self.step)
+        if self.dist is not None:  # this step's augmentation draws: this rank's own, reproducible from the step
+            self._rank_gen.manual_seed(self.dist.augmentation_seed(self.recipe.train.seed, self.step))
+        if accumulate == 1:
+            loss = self._loss(x_u8, y, index)
+            value = loss.detach()
+        else:  # micro-batches: their backward passes run inside
+            loss, value = None, self._accumulate_gradients(x_u8, y, index, accumulate)
+        if self.dist is not None:  # the global batch's loss: every rank then skips, counts and stops alike
+            value = self.dist.mean(value)
         if not device_guard:
             self._pending.append(value)
-            if self._read_losses(counted=False):  # non-finite: skip the step
+            if self._read_losses(counted=False):  # non-finite: skip the step (and drop any accumulated gradients)
                 self.optimizer.zero_grad(set_to_none=True)
                 return value
-        self.scaler.scale(loss).backward()
+        if loss is not None:
+            self.scaler.scale(loss).backward()
         optim_cfg = self.recipe.optim
         if optim_cfg.clip_norm or optim_cfg.clip_value:
             clip_gradients(self.model.parameters(), optim_cfg.clip_norm or None, optim_cfg.clip_value or None, self.scaler, self.optimizer)
@@ -208,6 +208,37 @@ class Trainer:
             if len(self._pending) >= self.sync_every:
                 self._read_losses(counted=True)
         return value
+
+    def _loss(self, x_u8: torch.Tensor, y: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:
+        """The training loss of a uint8 batch: prepared (augmented), mixed, forward, loss."""
+        x = self.prepare(x_u8, train=True, index=index)
+        y = y.to(self.device, non_blocking=True)
+        if self.mixer is not None:
+            x, y = self.mixer(x, y)
+        with self.runtime.autocast():
+            logits = self.forward(x)
+        if self.teacher is None:
+            return self.loss_fn(logits.float(), y)
+        with torch.no_grad(), self.runtime.autocast():  # distillation: the frozen teacher on the same (augmented, mixed) batch
+            teacher_logits = self.teacher(x)
+        return self.loss_fn(logits.float(), y, teacher_logits.float())
+
+    def _accumulate_gradients(self, x_u8: torch.Tensor, y: torch.Tensor, index: torch.Tensor | None, parts: int) -> torch.Tensor:
+        """``train.accumulate``: the batch in ``parts`` equal micro-batches, each forward and
+        backward on its own with its loss divided by ``parts``, so the summed gradients are
+        those of the whole batch's mean loss (BatchNorm aside: each micro-batch is normalized
+        alone). Under torchrun the ranks average their gradients once, on the last micro-batch.
+        Returns the batch's mean loss (detached)."""
+        chunks = zip(x_u8.tensor_split(parts), y.tensor_split(parts),
+                     index.tensor_split(parts) if index is not None else [None] * parts)
+        total = torch.zeros((), device=self.device)
+        for i, (xc, yc, ic) in enumerate(chunks):
+            last = i == parts - 1
+            with contextlib.nullcontext() if last or self.dist is None else self.dist.no_sync(self.forward):
+                loss = self._loss(xc, yc, ic) / parts
+                self.scaler.scale(loss).backward()
+            total += loss.detach()
+        return total
 
     def _read_losses(self, counted: bool) -> int:
         """Read the losses still on the device (one transfer) and account for them in order:
@@ -422,7 +453,7 @@ class Trainer:
             return
 
         def handler(signum, frame):
-            if self._interrupt:
+            if self._interrupt and self.dist is None:  # torchrun forwards a Ctrl-C the ranks already had: not a second one
                 signal.signal(signal.SIGINT, signal.default_int_handler)
                 raise KeyboardInterrupt
             self._interrupt = True
@@ -530,6 +561,10 @@ class Trainer:
                     self._write_checkpoint(f"snapshot_{self.step:07d}.pt")
                 for cb in self.callbacks:
                     cb.on_step_end(self, loss)
+                if self.dist is not None:  # ranks stop together, at the steps where they read their losses
+                    if self.batch_in_epoch % self.sync_every and self.batch_in_epoch < self.steps_per_epoch:
+                        continue
+                    self._interrupt, self.should_stop = self.dist.agree(self._interrupt, self.should_stop, device=self.device)
                 if self._interrupt or self.should_stop:
                     break
             self._read_losses(counted=True)
@@ -563,13 +598,9 @@ class Trainer:
 
     def _end_of_epoch(self, epoch_time: float, images: int, history_test: list) -> tuple[dict, bool]:
         cfg = self.recipe.train
-        loss_sum, loss_count = self.epoch_loss_sum, self.epoch_loss_count
-        if self.dist is not None:  # the mean over every rank's steps
-            loss_sum, loss_count = self.dist.all_reduce_sum(torch.tensor([loss_sum, float(loss_count)], dtype=torch.float64,
-                                                                         device=self.device)).tolist()
         metrics: dict[str, Any] = {
             "epoch": self.epoch, "step": self.step, "lr": self.current_lr,
-            "train_loss": loss_sum / loss_count if loss_count else None,
+            "train_loss": self.epoch_loss_sum / self.epoch_loss_count if self.epoch_loss_count else None,
             "time_s": epoch_time, "train_time_s": self.train_time, "images_per_s": images / max(epoch_time, 1e-9),
         }
         last = self.epoch == cfg.epochs
