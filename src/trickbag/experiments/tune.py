@@ -51,7 +51,7 @@ from typing import Any
 
 from trickbag._checks import check_choice, did_you_mean
 from trickbag._json import write_json
-from trickbag.recipes.config import Recipe, RecipeError, from_dict, override, recipe_key, save, to_dict
+from trickbag.recipes.config import Recipe, RecipeError, from_dict, override, recipe_key, save
 from trickbag.recipes.search import Dimension, corners
 
 __all__ = ["SAMPLERS", "PRUNERS", "TuneConfig", "TuneError", "apply_params", "check_space", "open_storage", "describe_storage",
