@@ -329,7 +329,7 @@ def tune_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Search a recipe's hyperparameters with Optuna; writes the best as a recipe `trickbag train` runs."""
-    from trickbag.experiments.tune import TuneConfig, TuneError, tune
+    from trickbag.experiments.tune import TuneConfig, TuneError, format_params, tune
     from trickbag.recipes import load, override, to_dict
     from trickbag.recipes.search import read_space
 
@@ -355,8 +355,7 @@ def tune_cmd(
     if best is None:
         typer.echo(f"no trial completed ({result['trials']})")
         return
-    params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in best["params"].items())
-    typer.echo(f"best: validation accuracy {best['value']:.4f} (trial {best['trial']}): {params}")
+    typer.echo(f"best: validation accuracy {best['value']:.4f} (trial {best['trial']}): {format_params(best['params'])}")
     if result["test_acc"] is not None:
         typer.echo(f"the best recipe trained once more: test accuracy {result['test_acc']:.4f} ({result['final_run']})")
     typer.echo(f"trials: {result['trials']}; recipe written to {result['recipe']} (trickbag train --recipe {result['recipe']})")

@@ -45,7 +45,7 @@ from trickbag.experiments.stats import compare_paired, spread
 from trickbag.experiments.tricks import TRICKS, with_tricks
 from trickbag.recipes.config import Recipe, from_dict, override, recipe_key, to_dict
 
-__all__ = ["MODES", "BUDGETS", "Variant", "plan", "Ablation", "to_markdown", "to_csv", "plot_deltas"]
+__all__ = ["MODES", "BUDGETS", "Variant", "plan", "Ablation", "to_markdown", "to_csv", "plot_deltas", "threads_per_job"]
 
 MODES = ("cumulative", "one-at-a-time", "leave-one-out")
 BUDGETS = ("epochs", "time")
@@ -78,7 +78,8 @@ def plan(tricks: Sequence[str], mode: str) -> list[Variant]:
     return [Variant("all", tuple(tricks))] + [Variant(f"-{t}", tuple(x for x in tricks if x != t)) for t in tricks]
 
 
-def _threads(jobs: int) -> int:
+def threads_per_job(jobs: int) -> int:
+    """torch threads for each of ``jobs`` processes sharing this process's cores (at least 1)."""
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not Linux
@@ -175,7 +176,7 @@ class Ablation:
         todo = self.missing()
         say = progress or (lambda text: None)
         say(f"{len(todo)} of {len(set(r[2] for r in self.runs()))} runs to train ({jobs} at a time)")
-        threads = _threads(jobs)
+        threads = threads_per_job(jobs)
         if jobs == 1:
             for k, (run_dir, recipe_dict) in enumerate(todo):
                 train_one(recipe_dict, str(run_dir), threads, self.data)

@@ -52,10 +52,12 @@ from typing import Any
 from trickbag._checks import check_choice, did_you_mean
 from trickbag._json import write_json
 from trickbag.recipes.config import Recipe, RecipeError, from_dict, override, recipe_key, save
-from trickbag.recipes.search import Dimension, corners
+from trickbag.experiments.ablate import threads_per_job
+from trickbag.recipes.search import TRICK_PREFIX, Dimension, corners
+from trickbag.train.callbacks import Callback
 
 __all__ = ["SAMPLERS", "PRUNERS", "TuneConfig", "TuneError", "apply_params", "check_space", "open_storage", "describe_storage",
-           "HeartbeatJournalStorage", "PruningCallback", "tune", "study_counts"]
+           "HeartbeatJournalStorage", "PruningCallback", "tune", "study_counts", "format_params"]
 
 SAMPLERS = ("tpe", "random", "cmaes")
 PRUNERS = ("median", "hyperband", "none")
@@ -77,10 +79,10 @@ def apply_params(recipe: Recipe, params: dict[str, Any]) -> Recipe:
     recipe keys set (so a searched key wins over what a trick sets)."""
     from trickbag.experiments.tricks import with_tricks
 
-    switches = {k[len("trick."):]: bool(v) for k, v in params.items() if k.startswith("trick.")}
+    switches = {k[len(TRICK_PREFIX):]: bool(v) for k, v in params.items() if k.startswith(TRICK_PREFIX)}
     if switches:
         recipe = with_tricks(recipe, list(switches), [name for name, on in switches.items() if on])
-    keys = {k: v for k, v in params.items() if not k.startswith("trick.")}
+    keys = {k: v for k, v in params.items() if not k.startswith(TRICK_PREFIX)}
     return override(recipe, keys) if keys else recipe
 
 
@@ -262,7 +264,7 @@ def _pruner(name: str, epochs: int):
 # --- one trial ------------------------------------------------------------------------------------
 
 
-class PruningCallback:
+class PruningCallback(Callback):
     """Trainer callback: after every epoch, the validation accuracy goes to the Optuna trial
     (``trial.report(val_acc, epoch)``); when the pruner says so the trainer stops there."""
 
@@ -270,10 +272,6 @@ class PruningCallback:
         self.trial = trial
         self.last_val_acc: float | None = None
         self.pruned_at: int | None = None
-
-    def on_fit_start(self, trainer: Any) -> None: ...
-
-    def on_step_end(self, trainer: Any, loss: Any) -> None: ...
 
     def on_epoch_end(self, trainer: Any, metrics: dict) -> None:
         value = metrics.get("val_acc")
@@ -285,8 +283,6 @@ class PruningCallback:
             self.pruned_at = int(metrics["epoch"])
             trainer.should_stop = True
             trainer.stop_reason = f"pruned by the tuner after epoch {self.pruned_at} (validation accuracy {self.last_val_acc:.4f})"
-
-    def on_fit_end(self, trainer: Any, summary: dict) -> None: ...
 
 
 class _Interrupted(Exception):
@@ -390,14 +386,15 @@ def _claim_lock(config: TuneConfig) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def study_counts(study: Any) -> dict[str, int]:
-    """``{"complete", "pruned", "fail", "running", "waiting"}`` trial counts of a study."""
+def study_counts(trials: list) -> dict[str, int]:
+    """``{"complete", "pruned", "fail", "running", "waiting"}`` counts of a study's trials
+    (``study.get_trials(deepcopy=False)``)."""
     from optuna.trial import TrialState
 
     names = {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned", TrialState.FAIL: "fail",
              TrialState.RUNNING: "running", TrialState.WAITING: "waiting"}
     counts = dict.fromkeys(names.values(), 0)
-    for t in study.get_trials(deepcopy=False):
+    for t in trials:
         counts[names[t.state]] += 1
     return counts
 
@@ -437,8 +434,7 @@ def worker(config: TuneConfig, index: int) -> None:
     from trickbag.train.errors import DivergedError
 
     _quiet_optuna()
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    torch.set_num_threads(config.threads or max(1, cores // config.workers))
+    torch.set_num_threads(config.threads or threads_per_job(config.workers))
     base = from_dict(config.recipe)
     space = base.search_space()
     out = Path(config.out)
@@ -454,7 +450,7 @@ def worker(config: TuneConfig, index: int) -> None:
     while time.monotonic() < deadline:
         with _claim_lock(config):
             optuna.storages.fail_stale_trials(study)
-            counts = study_counts(study)
+            counts = study_counts(study.get_trials(deepcopy=False))
             if counts["complete"] + counts["pruned"] + counts["running"] >= config.trials:
                 return
             trial = study.ask()
@@ -515,16 +511,21 @@ def _requeue_interrupted(study: Any) -> int:
     return len(study.get_trials(deepcopy=False)) - len(trials)
 
 
+def format_params(params: dict[str, Any]) -> str:
+    """``optim.lr=0.1022, loss.label_smoothing=0.1`` (floats to 4 significant digits)."""
+    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
+
+
 def _trial_line(t: Any, best: Any) -> str:
-    params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in t.params.items())
+    params = format_params(t.params)
     what = {"COMPLETE": f"val {t.value:.4f}", "PRUNED": f"pruned at epoch {t.last_step}",
             "FAIL": f"failed{': ' + t.user_attrs['error'] if 'error' in t.user_attrs else ' (interrupted)' if t.user_attrs.get('interrupted') else ''}"}[t.state.name]
     best_text = f"best {best.value:.4f} (trial {best.number})" if best is not None else "no best yet"
     return f"trial {t.number} {what}  [{params}]  {best_text}"
 
 
-def _best(study: Any):
-    complete = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
+def _best(trials: list):
+    complete = [t for t in trials if t.state.name == "COMPLETE"]
     return max(complete, key=lambda t: (t.value, -t.number)) if complete else None
 
 
@@ -562,7 +563,7 @@ def tune(config: TuneConfig, progress: Callable[[str], None] | None = None, bar:
     requeued = _requeue_interrupted(study)
     if requeued:
         say(f"{requeued} interrupted trial(s) queued again; they resume from their checkpoints")
-    counts = study_counts(study)
+    counts = study_counts(study.get_trials(deepcopy=False))
     say(f"study {config.study!r}: {counts['complete'] + counts['pruned']} of {config.trials} trials finished; "
         f"{config.workers} worker(s), sampler {config.sampler}, pruner {config.pruner}, storage {describe_storage(config.storage, out)}")
     _run_workers(config, study, say, bar)
@@ -583,8 +584,8 @@ def _run_workers(config: TuneConfig, study: Any, say: Callable[[str], None], bar
             for t in sorted(trials, key=lambda t: t.number):
                 if t.state.is_finished() and t.number not in seen:
                     seen.add(t.number)
-                    progress_bar.print(_trial_line(t, _best(study)))
-            counts = study_counts(study)
+                    progress_bar.print(_trial_line(t, _best(trials)))
+            counts = study_counts(trials)
             progress_bar.update(counts["complete"] + counts["pruned"])
             if not alive:
                 break
@@ -642,8 +643,9 @@ class _Bar:
 
 def _finish(config: TuneConfig, study: Any, base: Recipe, say: Callable[[str], None]) -> dict:
     out = Path(config.out)
-    counts = study_counts(study)
-    best = _best(study)
+    trials = study.get_trials(deepcopy=False)
+    counts = study_counts(trials)
+    best = _best(trials)
     result: dict[str, Any] = {
         "study": config.study, "storage": describe_storage(config.storage, out), "direction": "maximize",
         "metric": "val_acc", "best": None, "test_acc": None, "recipe": None,
