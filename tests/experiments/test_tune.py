@@ -196,7 +196,8 @@ def test_cli_json_and_errors(tmp_path):
     for args, message in [(["--sampler", "grid"], "sampler must be one of 'tpe', 'random', 'cmaes'"),
                           (["--trials", "0"], "trials must be > 0"),
                           (["--set", "search={optim.lrr: {uniform: [0.1, 1]}}"], "did you mean 'optim.lr'"),
-                          (["--storage", "postgresql://nobody@127.0.0.1:1/none"], "cannot open it")]:
+                          (["--storage", "postgresql://nobody@127.0.0.1:1/none"], "cannot open it"),
+                          (["--storage", str(tmp_path / "no" / "such" / "study.journal")], "does not exist")]:
         bad = subprocess.run([sys.executable, "-m", "trickbag.cli", "tune", "--recipe", str(recipe), "--out", str(tmp_path / "bad"),
                               *args], capture_output=True, text=True, timeout=120)
         assert bad.returncode in (1, 2) and message in bad.stderr and "Traceback" not in bad.stderr, bad.stderr
@@ -267,3 +268,19 @@ def test_each_sampler_runs_a_study_and_the_timeout_stops_new_trials(tmp_path, sa
     assert time.monotonic() - started < 120
     values = [t.params["optim.lr"] for t in trials_of(cfg)]
     assert all(0.01 <= v <= 0.5 for v in values)
+
+
+def test_a_best_recipe_that_diverges_when_retrained_still_leaves_the_studys_result(tmp_path, monkeypatch):
+    from trickbag.train import Trainer
+    from trickbag.train.errors import DivergedError
+
+    cfg = config(tmp_path, 1, pruner="none", final=True)
+
+    def diverge(self):
+        raise DivergedError("the loss rose (injected)")
+
+    monkeypatch.setattr(Trainer, "fit_or_continue", diverge)  # only the final run trains in this process
+    result = T.tune(cfg)
+    assert result["trials"]["complete"] == 1 and result["best"] is not None and result["test_acc"] is None
+    assert "injected" in result["final_error"]
+    assert json.loads(Path(cfg.out, "tune.json").read_text(), **STRICT)["final_error"] == result["final_error"]

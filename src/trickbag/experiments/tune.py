@@ -215,6 +215,9 @@ def open_storage(storage: str | None, out: str | os.PathLike, heartbeat_interval
                             f"({exc.__cause__ or exc}); for PostgreSQL: pip install 'psycopg[binary]'") from None
         except Exception as exc:  # sqlalchemy's OperationalError and friends: say what and where, not a traceback
             raise TuneError(f"--storage {describe_storage(storage, out)}: cannot open it: {str(exc).splitlines()[0]}") from None
+    if not Path(storage).resolve().parent.is_dir():
+        raise TuneError(f"--storage {storage}: folder {Path(storage).resolve().parent} does not exist (a journal file's "
+                        "folder must; a database storage is a URL such as postgresql://user@host/db)")
     return HeartbeatJournalStorage(storage, heartbeat_interval, grace_period)
 
 
@@ -670,10 +673,15 @@ def _finish(config: TuneConfig, study: Any, base: Recipe, say: Callable[[str], N
 def _final_run(recipe: Recipe, out: Path, say: Callable[[str], None]) -> dict:
     """Train the best recipe once more in its own run directory and test it (once)."""
     from trickbag.train import Trainer
+    from trickbag.train.errors import DivergedError
 
     run_dir = out / f"best-{recipe_key(recipe)}"
     say(f"training the best recipe once more in {run_dir} and testing it")
-    summary = Trainer(recipe, out=run_dir, quiet=True, tensorboard=False).fit_or_continue()
+    try:
+        summary = Trainer(recipe, out=run_dir, quiet=True, tensorboard=False).fit_or_continue()
+    except DivergedError as exc:  # the study's result still stands and is written; the retrain's failure is said
+        say(f"the best recipe diverged when trained once more: {exc}")
+        return {"test_acc": None, "final_run": str(run_dir), "final_val_acc": None, "final_error": str(exc)}
     return {"test_acc": summary.get("test_acc"), "final_run": str(run_dir), "final_val_acc": summary.get("best_val_acc")}
 
 
