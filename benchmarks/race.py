@@ -229,6 +229,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--target", type=int, choices=sorted(RACES), default=94, help="which race: 94 or 95")
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--first-seed", type=int, default=0, help="seeds first-seed .. first-seed + seeds - 1")
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
     ap.add_argument("--recipes", default=None, help="comma-separated trickbag recipes (default: the race's)")
     ap.add_argument("--contender", action="append", default=[],
@@ -254,7 +255,7 @@ def main() -> None:
                      "cpu_flags": cpu_flags(), "native_bf16": cpu_has_native_bf16(), "overrides": args.overrides,
                      "contenders": {}}
     # seeds interleaved, so drift in the machine's speed hits every contender alike
-    for seed in range(args.seeds):
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
         if not args.no_reference:
             ref = guarded("reference", seed, lambda: reference_run(data, epochs, seed, device))
             results["contenders"].setdefault("reference", {"runs": []})["runs"].append(ref)

@@ -96,6 +96,16 @@ def test_vgg7_is_the_reference_topology():
         assert model(torch.randn(2, 1, 28, 28)).shape == (2, 10)
         assert model(torch.randn(2, 1, 16, 16)).shape == (2, 10)  # global pooling: progressive resizing works
     assert any(isinstance(m, torch.nn.GELU) for m in vgg7(activation="gelu").modules())
+    # explicit channels: the seven convs take them in order, the head the last
+    channels = [8, 16, 24, 32, 48, 64, 96]
+    model = vgg7(channels=channels, pool_first=True)
+    found = [(m.in_channels, m.out_channels) for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert found == list(zip([1] + channels[:-1], channels))
+    assert model[-1].in_features == 96 and model(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+    with pytest.raises(ValueError, match="channels must list 7"):
+        vgg7(channels=[8, 16])
+    with pytest.raises(ValueError, match="channels"):
+        vgg7(channels=[8, 16, 0, 32, 48, 64, 96])
 
 
 def test_vgg7_pool_first_computes_the_same_function_for_positive_bn_scales():

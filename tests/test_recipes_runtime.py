@@ -66,6 +66,17 @@ def test_schedule_gets_the_peak_lr_and_units():
     assert c(60 * 391) == 0.02
 
 
+def test_schedule_text_parameters_pass_through():
+    # one_cycle's anneal is a word, not a number or a duration: it once failed as "must be a number"
+    s = resolve_schedule("one_cycle", {"total_steps": "1dur", "pct_start": 0.1, "anneal": "linear", "div_factor": 10,
+                                       "final_div_factor": 1}, 1.0, 10, 101)
+    # up over u = 0.1 * 101 - 1 = 9.1 steps to 1.0, then a straight line down to 0.1 at step 100
+    assert s(0) == pytest.approx(0.1)
+    assert s(55) == pytest.approx(1.0 - 0.9 * (55 - 9.1) / (100 - 9.1))
+    with pytest.raises(RecipeError, match="anneal"):
+        resolve_schedule("one_cycle", {"total_steps": "1dur", "anneal": "zigzag"}, 1.0, 10, 100)
+
+
 def test_runtime_auto_choices():
     conv = nn.Sequential(nn.Conv2d(1, 2, 3))
     rt = resolve_runtime("cpu", "auto", None, conv)

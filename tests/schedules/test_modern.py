@@ -54,6 +54,21 @@ def test_cosine_without_warmup_matches_torch():
     np.testing.assert_allclose(got, ref, rtol=1e-9)
 
 
+def test_linear_decay_with_warmup_closed_form():
+    lr, T, m, final = 0.2, 1000, 40, 1e-3
+    s = S.linear_decay(lr, T, warmup_steps=m, final_lr=final)
+    for t in [0, 1, 20, 39, 40, 41, 520, 999, 1000, 4000]:
+        expected = lr * t / m if t < m else lr + (final - lr) * min(t - m, T - m) / (T - m)
+        assert s(t) == pytest.approx(expected, rel=1e-12, abs=1e-15), t
+    assert s(T) == final and s(m) == lr
+    # no warmup: torch's LinearLR from 1 to 0 over T steps is the same line
+    got = [S.linear_decay(0.5, 60)(t) for t in range(60)]
+    ref = torch_lrs(lambda o: torch.optim.lr_scheduler.LinearLR(o, start_factor=1.0, end_factor=0.0, total_iters=60), 60, lr=0.5)
+    np.testing.assert_allclose(got, ref, rtol=1e-9, atol=1e-12)
+    with pytest.raises(ValueError, match="warmup_steps"):
+        S.linear_decay(0.1, 100, warmup_steps=100)
+
+
 @pytest.mark.parametrize("anneal", ["cos", "linear"])
 @pytest.mark.parametrize("three_phase", [False, True])
 def test_one_cycle_matches_torch(anneal, three_phase):

@@ -100,6 +100,7 @@ def vgg7(
     activation: str = "relu",
     pool: str = "max",
     pool_first: bool = False,
+    channels: Sequence[int] | None = None,
 ) -> nn.Sequential:
     """Seven 3x3 conv-BN-activation layers at full resolution, VGG style: the right-sized
     net for 28x28 images (issue #10's reference net, a skilled user's choice).
@@ -120,13 +121,21 @@ def vgg7(
             stage (airbench's order): BN and the activation then run on a quarter of the
             pixels. Max-pool commutes with a monotone activation, and with BN where its
             scale is positive, so the net computes nearly the same function for less.
+        channels: the seven convs' output channels, overriding ``width`` (default
+            ``[W, 2W, 2W, 4W, 4W, 8W, 8W]``): e.g. more channels in the cheap 7x7 and 3x3
+            layers than the doubling rule gives.
     """
     check_positive("width", width)
     check_choice("pool", pool, ("max", "avg"))
     act = _activation(activation)
     w = int(width)
-    plan = [(in_channels, w), (w, 2 * w), "pool", (2 * w, 2 * w), (2 * w, 4 * w), "pool", (4 * w, 4 * w), (4 * w, 8 * w), "pool",
-            (8 * w, 8 * w)]
+    c = [w, 2 * w, 2 * w, 4 * w, 4 * w, 8 * w, 8 * w] if channels is None else [int(x) for x in channels]
+    if len(c) != 7:
+        raise ValueError(f"channels must list 7 output channels (one per conv), got {len(c)}")
+    for x in c:
+        check_positive("channels", x)
+    plan = [(in_channels, c[0]), (c[0], c[1]), "pool", (c[1], c[2]), (c[2], c[3]), "pool", (c[3], c[4]), (c[4], c[5]), "pool",
+            (c[5], c[6])]
     layers: list[nn.Module] = []
     for step, following in zip(plan, plan[1:] + [None]):
         if step == "pool":
@@ -137,7 +146,7 @@ def vgg7(
             layers.append(nn.Sequential(conv, nn.MaxPool2d(2), bn, activation))
         else:
             layers.append(conv_bn_act(*step, act=act))
-    layers += [nn.AdaptiveMaxPool2d(1) if pool == "max" else nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8 * w, num_classes)]
+    layers += [nn.AdaptiveMaxPool2d(1) if pool == "max" else nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c[6], num_classes)]
     return nn.Sequential(*layers)
 
 

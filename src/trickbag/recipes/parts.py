@@ -21,6 +21,7 @@ import dataclasses
 import functools
 import inspect
 import random
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -101,13 +102,25 @@ def steps_from_units(value: Any, steps_per_epoch: int, total_steps: int, key: st
                           f"'0.5dur'; got {value!r}") from None
 
 
+def _text_parameters(builder: Callable) -> set[str]:
+    """Names of ``builder``'s parameters that take text (``str`` or a ``Literal`` of strings,
+    e.g. one_cycle's ``anneal``): they are passed through, not read as numbers or durations."""
+    try:
+        hints = typing.get_type_hints(builder)
+    except Exception:  # an unresolvable annotation: treat every parameter as numeric
+        return set()
+    return {name for name, hint in hints.items()
+            if hint is str or (typing.get_origin(hint) is typing.Literal and all(isinstance(a, str) for a in typing.get_args(hint)))}
+
+
 def resolve_schedule(name: str, params: dict, lr: float, steps_per_epoch: int, total_steps: int) -> Schedule:
     """The recipe's schedule: units turned into steps, values typed from the schedule's
     signature, the peak lr filled in (``learning_rate`` / ``max_lr``), ``final_lr_frac``
     turned into ``final_lr``."""
     builder = SCHEDULES.get(name)
     accepted = inspect.signature(builder).parameters
-    resolved = {k: steps_from_units(v, steps_per_epoch, total_steps, k) for k, v in params.items()}
+    text_params = _text_parameters(builder)
+    resolved = {k: v if k in text_params else steps_from_units(v, steps_per_epoch, total_steps, k) for k, v in params.items()}
     for lr_name in ("learning_rate", "max_lr"):
         if lr_name in accepted and lr_name not in resolved:
             resolved[lr_name] = lr

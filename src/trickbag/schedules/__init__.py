@@ -3,7 +3,7 @@
 * TF-1 decays (``tf1``): ``exponential_decay``, ``inverse_time_decay``,
   ``natural_exp_decay``, ``piecewise_constant``, ``polynomial_decay``, ``cosine_decay``,
   ``cosine_decay_restarts``, ``linear_cosine_decay``, ``noisy_linear_cosine_decay``.
-* modern (``modern``): ``constant``, ``linear_warmup``, ``cosine`` (+ warmup, final lr),
+* modern (``modern``): ``constant``, ``linear_warmup``, ``cosine`` and ``linear_decay`` (+ warmup, final lr),
   ``one_cycle``, ``cyclic``/``triangular``, ``step_decay``, ``multistep``, and the seed's
   ``cifar_200_epochs``/``cifar_300_epochs`` presets.
 * composition (``compose``): ``join``, ``scale``, ``warmup``.
@@ -34,6 +34,7 @@ from trickbag.schedules.modern import (
     cifar_300_epochs,
     constant,
     cosine,
+    linear_decay,
     cyclic,
     linear_warmup,
     multistep,
@@ -84,6 +85,7 @@ __all__ = [
     "cifar_300_epochs",
     "constant",
     "cosine",
+    "linear_decay",
     "cyclic",
     "linear_warmup",
     "multistep",
