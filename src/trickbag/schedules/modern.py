@@ -234,40 +234,30 @@ def cosine(
     Example: ``cosine(0.1, 10_000, warmup_steps=500, final_lr=1e-4)``.
     Reference: arXiv:1608.03983; Bag of Tricks (arXiv:1812.01187) sec. 5.1.
     """
-    check_steps("total_steps", total_steps)
-    check_range("warmup_steps", warmup_steps, 0.0, total_steps, high_open=True)
-    decay = CosineAnneal(learning_rate, final_lr, total_steps - warmup_steps)
-    return warmup(decay, warmup_steps, warmup_start_lr)
+    return _warmup_then_anneal(CosineAnneal, learning_rate, total_steps, warmup_steps, final_lr, warmup_start_lr)
 
 
-def linear_decay(
-    learning_rate: float,
-    total_steps: float,
-    warmup_steps: float = 0,
-    final_lr: float = 0.0,
-    warmup_start_lr: float = 0.0,
-) -> Schedule:
+def linear_decay(learning_rate: float, total_steps: float, warmup_steps: float = 0, final_lr: float = 0.0,
+                 warmup_start_lr: float = 0.0) -> Schedule:
     """Linear warmup then a straight line down to ``final_lr`` at ``total_steps``.
 
     ``t < m``: ``warmup_start_lr + (lr - warmup_start_lr) * t / m``; then
-    ``lr + (final - lr) * (t - m) / (T - m)``; ``final`` after ``T``. The same arguments as
-    ``cosine``, so a recipe switches between them by name. airbench's schedule; linear decay
-    to zero matches or beats cosine at every budget in Defazio et al. 2023.
-
-    Args:
-        learning_rate: peak lr (>= 0).
-        total_steps: ``T``, whole length including warmup (> 0).
-        warmup_steps: ``m``, in [0, T).
-        final_lr: lr at and after ``T`` (>= 0).
-        warmup_start_lr: lr at step 0 when warming up (>= 0).
+    ``lr + (final - lr) * (t - m) / (T - m)``; ``final`` after ``T``. Arguments and checks
+    as ``cosine``'s, so a recipe switches between the two by name. airbench's schedule;
+    linear decay to zero matches or beats cosine at every budget in Defazio et al. 2023.
 
     Example: ``linear_decay(0.2, 4_700, warmup_steps=94)``.
     Reference: arXiv:2310.07831 ("When, Why and How Much?", Defazio et al. 2023); Keller Jordan's airbench (2024).
     """
+    return _warmup_then_anneal(Linear, learning_rate, total_steps, warmup_steps, final_lr, warmup_start_lr)
+
+
+def _warmup_then_anneal(anneal: type, learning_rate: float, total_steps: float, warmup_steps: float, final_lr: float,
+                        warmup_start_lr: float) -> Schedule:
+    """``warmup`` over ``m`` steps into ``anneal(lr, final_lr, T - m)``, with the range checks."""
     check_steps("total_steps", total_steps)
     check_range("warmup_steps", warmup_steps, 0.0, total_steps, high_open=True)
-    decay = Linear(learning_rate, final_lr, total_steps - warmup_steps)
-    return warmup(decay, warmup_steps, warmup_start_lr)
+    return warmup(anneal(learning_rate, final_lr, total_steps - warmup_steps), warmup_steps, warmup_start_lr)
 
 
 def one_cycle(
