@@ -28,6 +28,7 @@ def test_every_shipped_recipe_loads_and_validates():
         ("train.epochs=0", "train.epochs must be > 0"),
         ("optim.momentum=1.5", "optim.momentum must be in [0.0, 1.0)"),
         ("train.precision=fp8", "did you mean 'fp32'"),
+        ("train.compile_mode=fastest", "train.compile_mode must be one of 'default', 'reduce-overhead'"),
         ("data.augment=flip", "recipe key 'data.augment' must be a list"),
         ("optim.lr", "--set takes key=value"),
     ],
@@ -169,3 +170,19 @@ def test_a_trick_or_override_wins_over_the_cuda_section_too():
     assert on_gpu.schedule.params.get("warmup_steps", 0) in (0, None) and on_gpu.data.batch_size == 1024
     assert override(r, {"optim.lr": 0.3}).for_device("cuda")[0].optim.lr == 0.3
     assert override(r, {"cuda": {}}).for_device("cuda")[1] == {}
+
+
+def test_compile_mode_reaches_torch_compile(small_data, monkeypatch):
+    """``train.compile_mode`` is the mode ``torch.compile`` gets (reduce-overhead: CUDA graphs on
+    a GPU); without ``train.compile`` nothing is compiled."""
+    from trickbag.recipes import build
+
+    calls = []
+    monkeypatch.setattr(torch, "compile", lambda fn, mode=None: calls.append(mode) or fn)
+    base = ["train.device=cpu", "data.train_subset=600"]
+    plain = build(load("fashion-mnist", base), data=small_data)
+    assert calls == [] and plain.forward is plain.model
+    parts = build(load("fashion-mnist", [*base, "train.compile=true", "train.compile_mode=reduce-overhead"]), data=small_data)
+    assert calls == ["reduce-overhead"] and parts.forward is parts.model
+    build(load("fashion-mnist", [*base, "train.compile=true"]), data=small_data)
+    assert calls == ["reduce-overhead", "default"]

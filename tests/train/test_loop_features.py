@@ -285,6 +285,23 @@ def test_summary_gives_test_accuracy_for_every_subset_of_the_tta_views(tmp_path,
         assert by_tta[name] == pytest.approx(value, abs=1.5 / len(small_data.test_y)), name  # one image may flip on a tie
 
 
+def test_evaluate_views_runs_each_distinct_view_once_and_matches_one_set_at_a_time(tmp_path, small_data):
+    """Four sets of views share six distinct views (image, mirror, both moved +-1 px): one
+    forward per view and batch, and each set's figures equal a separate ``evaluate``."""
+    trainer = Trainer(recipe("train.epochs=1", "train.ema_decay=0", "data.eval_batch_size=128"), out=tmp_path / "run",
+                      quiet=True, data=small_data, tensorboard=False)
+    sets = [(False, 0), (False, 1), (True, 0), (True, 1)]
+    calls = []
+    hook = trainer.model.register_forward_hook(lambda module, args, out: calls.append(len(args[0])))
+    together = trainer.evaluate_views(small_data.test_x, small_data.test_y, None, sets)
+    hook.remove()
+    batches = -(-len(small_data.test_y) // 128)
+    assert len(calls) == 6 * batches and sum(calls) == 6 * len(small_data.test_y)
+    for (flip, shift), got in zip(sets, together):
+        alone = trainer.evaluate(small_data.test_x, small_data.test_y, flip=flip, shift=shift)
+        assert got["acc"] == alone["acc"] and got["loss"] == pytest.approx(alone["loss"], rel=1e-9)
+
+
 def test_no_tta_breakdown_without_test_time_augmentation(tmp_path, small_data):
     summary = Trainer(recipe("train.epochs=1", "train.tta_flip=false", "train.tta_translate=0"), out=tmp_path / "run",
                       quiet=True, data=small_data, tensorboard=False).fit()

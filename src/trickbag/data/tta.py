@@ -13,7 +13,7 @@ import torch
 
 from trickbag._checks import check_nonnegative
 
-__all__ = ["translate", "tta_views"]
+__all__ = ["translate", "tta_view_specs", "tta_views", "view", "view_name"]
 
 
 def translate(x: torch.Tensor, dy: int, dx: int, fill: torch.Tensor | float = 0.0) -> torch.Tensor:
@@ -27,11 +27,30 @@ def translate(x: torch.Tensor, dy: int, dx: int, fill: torch.Tensor | float = 0.
     return out
 
 
+def tta_view_specs(flip: bool = True, shift: int = 0) -> list[tuple[bool, int, float]]:
+    """``[(mirrored, offset, weight), ...]``: which views (the image or its mirror, moved
+    ``offset`` pixels down and right) and their weights, summing to 1 (module docstring).
+    A smaller set of views (no flip, or no shift) is a subset of these keys, so one pass over
+    the union serves every subset (``Trainer.evaluate_views``)."""
+    shift = int(check_nonnegative("shift", shift))
+    base = [False, True] if flip else [False]
+    if not shift:
+        return [(m, 0, 1.0 / len(base)) for m in base]
+    moved = [(m, s) for s in (shift, -shift) for m in base]
+    return [(m, 0, 0.5 / len(base)) for m in base] + [(m, s, 0.5 / len(moved)) for m, s in moved]
+
+
+def view(x: torch.Tensor, mirrored: bool, offset: int, fill: torch.Tensor | float = 0.0) -> torch.Tensor:
+    """One test-time view of ``x``: mirrored (width axis) if asked, then moved diagonally."""
+    v = x.flip(-1) if mirrored else x
+    return translate(v, offset, offset, fill) if offset else v
+
+
 def tta_views(x: torch.Tensor, flip: bool = True, shift: int = 0, fill: torch.Tensor | float = 0.0) -> list[tuple[torch.Tensor, float]]:
     """``[(view, weight), ...]`` whose weights sum to 1 (see the module docstring)."""
-    shift = int(check_nonnegative("shift", shift))
-    base = [x, x.flip(-1)] if flip else [x]
-    if not shift:
-        return [(v, 1.0 / len(base)) for v in base]
-    moved = [translate(v, s, s, fill) for s in (shift, -shift) for v in base]
-    return [(v, 0.5 / len(base)) for v in base] + [(v, 0.5 / len(moved)) for v in moved]
+    return [(view(x, m, s, fill), w) for m, s, w in tta_view_specs(flip, shift)]
+
+
+def view_name(flip: bool, shift: int) -> str:
+    """``none``, ``flip``, ``translate1``, ``flip+translate1``: a set of views by name."""
+    return "+".join(["flip"] * bool(flip) + [f"translate{shift}"] * bool(shift)) or "none"

@@ -215,8 +215,9 @@ def open_storage(storage: str | None, out: str | os.PathLike, heartbeat_interval
                             f"({exc.__cause__ or exc}); for PostgreSQL: pip install 'psycopg[binary]'") from None
         except Exception as exc:  # sqlalchemy's OperationalError and friends: say what and where, not a traceback
             raise TuneError(f"--storage {describe_storage(storage, out)}: cannot open it: {str(exc).splitlines()[0]}") from None
-    if not Path(storage).resolve().parent.is_dir():
-        raise TuneError(f"--storage {storage}: folder {Path(storage).resolve().parent} does not exist (a journal file's "
+    folder = Path(storage).resolve().parent
+    if not folder.is_dir():
+        raise TuneError(f"--storage {storage}: folder {folder} does not exist (a journal file's "
                         "folder must; a database storage is a URL such as postgresql://user@host/db)")
     return HeartbeatJournalStorage(storage, heartbeat_interval, grace_period)
 

@@ -113,6 +113,7 @@ class TrainConfig:
     precision: str = "auto"  # auto | fp32 | bf16 | fp16 (auto: bf16 on CUDA GPUs with bf16, else fp16+GradScaler; bf16 on CPUs with native bf16, else fp32)
     channels_last: bool | None = None  # None: on for conv nets
     compile: bool = False  # torch.compile the model
+    compile_mode: str = "default"  # torch.compile mode: default | reduce-overhead (CUDA graphs on a GPU) | max-autotune | max-autotune-no-cudagraphs
     threads: int = 0  # torch CPU threads (0: torch's default)
     ema_decay: float = 0.0  # EMA of weights and buffers; 0 disables
     ema_warmup: bool = True  # decay_t = min(decay, (1 + n) / (10 + n))
@@ -208,6 +209,8 @@ def _check_progressive(key: str, plan: list) -> None:
         check_positive(f"{key}[{i}] epochs", entry[1])
 
 
+#: ``torch.compile``'s modes (``train.compile_mode``)
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 _unit = partial(check_range, low=0.0, high=1.0)
 _unit_open = partial(check_range, low=0.0, high=1.0, high_open=True)
 #: (key, check(key, value)) for every key with a range beyond its type
@@ -224,6 +227,7 @@ _RANGE_CHECKS = [
     ("train.diverge_factor", check_nonnegative), ("train.sync_every", check_nonnegative),
     ("train.keep_checkpoints", check_positive), ("train.eval_every", check_positive), ("train.threads", check_nonnegative),
     ("train.doctor_every", check_nonnegative),
+    ("train.compile_mode", partial(check_choice, choices=COMPILE_MODES)),
 ]
 
 

@@ -284,7 +284,7 @@ def build(recipe: Recipe, data: ImageData | None = None, teacher_cache: str | Pa
         callbacks.append(DoctorMonitor(train.doctor_every))  # writes <run dir>/doctor.jsonl
     forward = dist.wrap(model, runtime.device) if dist is not None else model
     return Parts(
-        recipe=recipe, data=data, model=model, forward=torch.compile(forward) if train.compile else forward,
+        recipe=recipe, data=data, model=model, forward=torch.compile(forward, mode=train.compile_mode) if train.compile else forward,
         runtime=runtime, inputs=inputs, optimizer=optimizer, schedule=schedule,
         lr_driver=attach(optimizer, schedule, plateau=plateau), scaler=runtime.grad_scaler(),
         loss_fn=loss_fn, teacher=teacher,

@@ -52,7 +52,7 @@ from trickbag import __version__
 from trickbag._json import write_json
 from trickbag.data.datasets import ImageData
 from trickbag.data.pipeline import size_at_epoch
-from trickbag.data.tta import tta_views
+from trickbag.data.tta import tta_view_specs, view, view_name
 from trickbag.optim import clip_gradients, skips_on_device, step_unless
 from trickbag.recipes.config import Recipe, changed_keys, save, to_dict
 from trickbag.rng import rng_state, set_rng_state
@@ -296,42 +296,58 @@ class Trainer:
         weights if on) for uint8 images, averaged over the test-time views: the mirror
         (``flip``) and diagonal shifts of ``shift`` pixels (``None``: the recipe's
         ``train.tta_flip`` / ``train.tta_translate``)."""
-        model = model or self.eval_model
+        out = [probs[0] for _, probs in self._probs_by_batch(x_all, model, [self._view_set(flip, shift)])]
+        return torch.cat(out) if out else torch.zeros(0, 0, device=self.device)
+
+    def _view_set(self, flip: bool | None, shift: int | None) -> tuple[bool, int]:
         cfg = self.recipe.train
-        flip = cfg.tta_flip if flip is None else flip
-        shift = cfg.tta_translate if shift is None else shift
+        return bool(cfg.tta_flip if flip is None else flip), int(cfg.tta_translate if shift is None else shift)
+
+    def _probs_by_batch(self, x_all: torch.Tensor, model: nn.Module | None, view_sets: list[tuple[bool, int]]):
+        """``(slice, [probs of each view set])`` per evaluation batch: each distinct view goes
+        through the model once, and every set averages its own views' softmax with its weights
+        (``data.tta.tta_view_specs``)."""
+        model = model or self.eval_model
+        specs = [tta_view_specs(flip, shift) for flip, shift in view_sets]
+        keys = list(dict.fromkeys((m, o) for spec in specs for m, o, _ in spec))
         black = self.inputs.black
         was_training = model.training
         model.eval()
         bs = self.recipe.data.eval_batch_size
-        out = []
-        for i in range(0, len(x_all), bs):
-            x = self.prepare(x_all[i : i + bs], train=False)
-            with self.runtime.autocast():
-                out.append(sum(weight * F.softmax(model(view).float(), dim=1) for view, weight in tta_views(x, flip, shift, black)))
-        model.train(was_training)
-        return torch.cat(out) if out else torch.zeros(0, 0, device=self.device)
+        try:
+            for i in range(0, len(x_all), bs):
+                x = self.prepare(x_all[i : i + bs], train=False)
+                with self.runtime.autocast():
+                    probs = {k: F.softmax(model(view(x, *k, black)).float(), dim=1) for k in keys}
+                yield slice(i, i + bs), [sum(w * probs[(m, o)] for m, o, w in spec) for spec in specs]
+        finally:
+            model.train(was_training)
 
     @torch.no_grad()
     def evaluate(self, x_all: torch.Tensor, y_all: torch.Tensor, model: nn.Module | None = None, flip: bool | None = None,
                  shift: int | None = None) -> dict:
         """Loss (negative log of the averaged probabilities) and accuracy of ``predict``."""
+        return self.evaluate_views(x_all, y_all, model, [self._view_set(flip, shift)])[0]
+
+    @torch.no_grad()
+    def evaluate_views(self, x_all: torch.Tensor, y_all: torch.Tensor, model: nn.Module | None,
+                       view_sets: list[tuple[bool, int]]) -> list[dict]:
+        """``evaluate`` for several sets of test-time views ``[(flip, shift), ...]`` in one
+        pass: each distinct view is computed once and shared by the sets that use it."""
         if self.dist is not None:  # each rank its slice; the sums are reduced
             x_all, y_all = self.dist.shard(x_all), self.dist.shard(y_all)
         wide = torch.float32 if self.device.type == "mps" else torch.float64  # MPS has no float64
-        sums = torch.zeros(3, dtype=wide, device=self.device)  # loss, correct, count
-        if len(y_all):
-            probs = self.predict(x_all, model, flip, shift)
-            y = y_all.to(self.device, non_blocking=True)
-            sums[0] = F.nll_loss(probs.clamp_min(1e-12).log().to(wide), y, reduction="sum")
-            sums[1] = (probs.argmax(1) == y).sum()
-            sums[2] = len(y)
+        sums = torch.zeros(len(view_sets), 3, dtype=wide, device=self.device)  # per set: loss, correct, count
+        for rows, probs_by_set in self._probs_by_batch(x_all, model, view_sets):
+            y = y_all[rows].to(self.device, non_blocking=True)
+            for j, probs in enumerate(probs_by_set):
+                sums[j, 0] += F.nll_loss(probs.clamp_min(1e-12).log().to(wide), y, reduction="sum")
+                sums[j, 1] += (probs.argmax(1) == y).sum()
+                sums[j, 2] += len(y)
         if self.dist is not None:
             self.dist.all_reduce_sum(sums)
-        loss, correct, n = sums.tolist()  # one read at the end
-        if n == 0:
-            return {"loss": 0.0, "acc": 0.0}
-        return {"loss": loss / n, "acc": int(correct) / n}
+        return [{"loss": loss / n, "acc": int(correct) / n} if n else {"loss": 0.0, "acc": 0.0}
+                for loss, correct, n in sums.tolist()]  # one read at the end
 
     # --- checkpoints ------------------------------------------------------------------
 
@@ -529,12 +545,12 @@ class Trainer:
                 self._epochs(history_test)
         except DivergedError as exc:
             self.stop_reason = f"diverged: {exc.reason}"
-            summary = self._summary(time.perf_counter() - wall0, resumed, history_test, evaluate=False)
+            summary = self._summary(wall0, resumed, history_test, evaluate=False)
             for cb in self.callbacks:
                 cb.on_fit_end(self, summary)
             exc.summary = summary
             raise
-        summary = self._summary(time.perf_counter() - wall0, resumed, history_test, evaluate=not self._interrupt)
+        summary = self._summary(wall0, resumed, history_test, evaluate=not self._interrupt)
         for cb in self.callbacks:
             cb.on_fit_end(self, summary)
         return summary
@@ -626,29 +642,26 @@ class Trainer:
             history_test.append((self.train_time, test["acc"]))
         return metrics, is_best
 
-    def _tta_breakdown(self, full_acc: float) -> dict[str, float]:
-        """Test accuracy of the final weights with every subset of the recipe's test-time
-        views (``{"none": .., "flip": .., "translate1": .., "flip+translate1": ..}``; the
-        recipe's own is ``full_acc``): what each view is worth on this run, free at training
-        time. Empty when the recipe uses no test-time augmentation."""
+    def _final_test(self) -> dict:
+        """Test metrics of the final weights with the recipe's test-time views, and
+        ``test_acc_by_tta``: the accuracy with every subset of those views (``{"none": ..,
+        "flip": .., "translate1": .., "flip+translate1": ..}``; empty without test-time views),
+        what each view is worth on this run; one pass computes them all."""
         cfg = self.recipe.train
-        if not (cfg.tta_flip or cfg.tta_translate):
-            return {}
-        out = {}
-        for flip in sorted({False, cfg.tta_flip}):
-            for shift in sorted({0, cfg.tta_translate}):
-                name = "+".join(["flip"] * flip + [f"translate{shift}"] * bool(shift)) or "none"
-                full = flip == cfg.tta_flip and shift == cfg.tta_translate
-                out[name] = full_acc if full else self.evaluate(self.data.test_x, self.data.test_y, flip=flip, shift=shift)["acc"]
-        return out
+        full = (bool(cfg.tta_flip), int(cfg.tta_translate))
+        subsets = [(f, s) for f in sorted({False, full[0]}) for s in sorted({0, full[1]})]
+        results = self.evaluate_views(self.data.test_x, self.data.test_y, None, subsets)
+        final = {f"test_{k}": v for k, v in results[subsets.index(full)].items()}
+        if self.ema is not None:
+            final.update({f"test_{k}_no_ema": v for k, v in self.evaluate(self.data.test_x, self.data.test_y, self.model).items()})
+        final["test_acc_by_tta"] = {view_name(*v): r["acc"] for v, r in zip(subsets, results)} if full != (False, 0) else {}
+        return final
 
-    def _summary(self, wall: float, resumed: bool, history_test: list, evaluate: bool) -> dict:
-        final = {}
-        if evaluate:
-            final = {f"test_{k}": v for k, v in self.evaluate(self.data.test_x, self.data.test_y).items()}
-            if self.ema is not None:
-                final.update({f"test_{k}_no_ema": v for k, v in self.evaluate(self.data.test_x, self.data.test_y, self.model).items()})
-            final["test_acc_by_tta"] = self._tta_breakdown(final["test_acc"])
+    def _summary(self, wall0: float, resumed: bool, history_test: list, evaluate: bool) -> dict:
+        """The run's summary; ``wall_time_s`` runs from the start of ``fit`` to the end of
+        the final evaluation."""
+        final = self._final_test() if evaluate else {}
+        wall = time.perf_counter() - wall0
         images = self.step * self.batch_size
         summary = {
             **final,
