@@ -4,17 +4,9 @@
 # Each phase has its own time limit and writes its JSON to $OUT (or ./gpu-out), so a phase that
 # fails or runs long loses nothing of the others. The contenders' overrides are on top of the
 # recipes' cuda sections (a key set here replaces the section's).
-OUT=${OUT:-gpu-out}; mkdir -p "$OUT"
-export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1 TRICKBAG_DATA=$PWD/.gpu/data
-LOG=$OUT/log.txt
+source "$(dirname "$0")/gpu_common.sh"
 B1024="data.batch_size=1024;optim.lr=0.4;optim.muon_lr=0.16;schedule.params.warmup_steps=0.05dur"
 B512="data.batch_size=512;optim.lr=0.3;optim.muon_lr=0.12;schedule.params.warmup_steps=0.03dur"
-{ nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,memory.total --format=csv; nproc;
-  python3 -c "import torch, sys; print(sys.version); print(torch.__version__, torch.version.cuda, torch.cuda.get_device_name(0))"; } > "$OUT/env.txt" 2>&1
-cat "$OUT/env.txt"
-phase() { local name=$1 limit=$2; shift 2; local t0=$(date +%s.%N)
-  timeout "$limit" "$@" --json-out "$OUT/$name.json" > /dev/null 2>> "$LOG"; local rc=$?
-  echo "phase $name: rc $rc, $(python3 -c "print(round($(date +%s.%N) - $t0, 1))") s" | tee -a "$LOG"; return $rc; }
 # 0. smoke: every GPU code path once (Muon + device skip, fused SGD, EMA), 1 epoch each; stop here if one fails
 phase smoke 90 python3 benchmarks/race.py --device cuda --no-reference --seeds 1 \
   --contender "muon=fashion-mnist;train.epochs=1" --contender "sgd_ema=fashion-mnist;train.epochs=1;optim.name=nesterov;train.ema_decay=0.9" \
