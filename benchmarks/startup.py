@@ -98,13 +98,13 @@ def final_evaluation(recipe: str, device: str, repeats: int) -> dict:
     import torch
 
     from trickbag.data import load_dataset
+    from trickbag.data.tta import view_subsets
     from trickbag.recipes import load
     from trickbag.train import Trainer
 
     r = load(recipe, [f"train.device={device}", "train.checkpoint=false"])
     data = load_dataset("fashion-mnist", val_size=r.data.val_size)
-    cfg = r.train
-    sets = [(f, s) for f in sorted({False, bool(cfg.tta_flip)}) for s in sorted({0, int(cfg.tta_translate)})]
+    sets = view_subsets(r.train.tta_flip, r.train.tta_translate)
     with tempfile.TemporaryDirectory() as out:
         trainer = Trainer(r, out=out, quiet=True, data=data, tensorboard=False)
         x, y = data.test_x, data.test_y

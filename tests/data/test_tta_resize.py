@@ -55,3 +55,12 @@ def test_the_pipeline_resizes_with_antialiasing_and_black_is_zero_in_input_units
     assert small.shape == (6, 1, 16, 16) and torch.allclose(small, expected, atol=1e-5)
     black = pipe(torch.zeros(1, 1, 28, 28, dtype=torch.uint8))
     assert torch.allclose(black, pipe.black.expand_as(black))
+
+
+def test_view_subsets_are_every_smaller_set_with_the_full_one_last():
+    from trickbag.data.tta import view_subsets
+
+    assert view_subsets(True, 1) == [(False, 0), (False, 1), (True, 0), (True, 1)]
+    assert view_subsets(False, 0) == [(False, 0)]
+    assert view_subsets(True, 0) == [(False, 0), (True, 0)]
+    assert view_subsets(False, 2) == [(False, 0), (False, 2)]

@@ -13,7 +13,7 @@ import torch
 
 from trickbag._checks import check_nonnegative
 
-__all__ = ["translate", "tta_view_specs", "tta_views", "view", "view_name"]
+__all__ = ["translate", "tta_view_specs", "tta_views", "view", "view_name", "view_subsets"]
 
 
 def translate(x: torch.Tensor, dy: int, dx: int, fill: torch.Tensor | float = 0.0) -> torch.Tensor:
@@ -54,3 +54,9 @@ def tta_views(x: torch.Tensor, flip: bool = True, shift: int = 0, fill: torch.Te
 def view_name(flip: bool, shift: int) -> str:
     """``none``, ``flip``, ``translate1``, ``flip+translate1``: a set of views by name."""
     return "+".join(["flip"] * bool(flip) + [f"translate{shift}"] * bool(shift)) or "none"
+
+
+def view_subsets(flip: bool, shift: int) -> list[tuple[bool, int]]:
+    """Every set of views ``(flip', shift')`` inside ``(flip, shift)``, the full set last:
+    ``(True, 1)`` -> ``[(False, 0), (False, 1), (True, 0), (True, 1)]``."""
+    return [(f, s) for f in sorted({False, bool(flip)}) for s in sorted({0, int(shift)})]

@@ -52,7 +52,7 @@ from trickbag import __version__
 from trickbag._json import write_json
 from trickbag.data.datasets import ImageData
 from trickbag.data.pipeline import size_at_epoch
-from trickbag.data.tta import tta_view_specs, view, view_name
+from trickbag.data.tta import tta_view_specs, view, view_name, view_subsets
 from trickbag.optim import clip_gradients, skips_on_device, step_unless
 from trickbag.recipes.config import Recipe, changed_keys, save, to_dict
 from trickbag.rng import rng_state, set_rng_state
@@ -647,9 +647,8 @@ class Trainer:
         ``test_acc_by_tta``: the accuracy with every subset of those views (``{"none": ..,
         "flip": .., "translate1": .., "flip+translate1": ..}``; empty without test-time views),
         what each view is worth on this run; one pass computes them all."""
-        cfg = self.recipe.train
-        full = (bool(cfg.tta_flip), int(cfg.tta_translate))
-        subsets = [(f, s) for f in sorted({False, full[0]}) for s in sorted({0, full[1]})]
+        full = self._view_set(None, None)
+        subsets = view_subsets(*full)
         results = self.evaluate_views(self.data.test_x, self.data.test_y, None, subsets)
         final = {f"test_{k}": v for k, v in results[subsets.index(full)].items()}
         if self.ema is not None:
