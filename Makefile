@@ -19,7 +19,7 @@ test: install
 	$(PYTHON) -m pytest -q
 
 bench: install
-	for b in schedules augment precision trainer_overhead doctor_overhead fashion_mnist startup; do $(PYTHON) benchmarks/$$b.py; done
+	for b in schedules augment precision muon_iteration trainer_overhead doctor_overhead fashion_mnist startup; do $(PYTHON) benchmarks/$$b.py; done
 	$(PIP) install --quiet -e ".[bench]"  # lr_finder.py compares with torch-lr-finder
 	$(PYTHON) benchmarks/lr_finder.py
 	$(PYTHON) benchmarks/race.py --seeds 3  # about 20 minutes on 2 cores: the reference loop vs the default recipe

@@ -28,6 +28,10 @@ def machine() -> dict:
         info["torch"] = torch.__version__
         info["torch_threads"] = torch.get_num_threads()
         info["cuda"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+        info["torch_cpu_capability"] = torch.backends.cpu.get_cpu_capability()
+    caps = {k: os.environ[k] for k in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA") if os.environ.get(k)}
+    if caps:  # an instruction-set cap: this machine ran as a smaller CPU (e.g. an AVX2-only one)
+        info["isa_caps"] = caps
     return info
 
 

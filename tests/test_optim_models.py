@@ -242,3 +242,42 @@ def test_orthogonalize_in_one_zero_padded_batch_gives_each_matrix_its_own_result
         assert torch.allclose(t, alone, atol=2e-2), (m.shape, (t - alone).abs().max())
         s = torch.linalg.svdvals(t)
         assert s.min() > 0.5 and s.max() < 1.3
+
+
+def test_newton_schulz_iterates_in_the_dtype_it_is_given():
+    """fp32: the quintic recurrence computed independently in float64 numpy; bf16: the same up
+    to bf16 rounding (the path of devices with native bf16)."""
+    import numpy as np
+
+    from trickbag.optim.muon import NS_COEFFICIENTS, newton_schulz
+
+    g = torch.randn(12, 27, generator=torch.Generator().manual_seed(4))
+    a, b, c = NS_COEFFICIENTS
+    x = g.double().numpy()
+    x = x / np.linalg.norm(x)
+    for _ in range(5):
+        gram = x @ x.T
+        x = a * x + (b * gram + c * gram @ gram) @ x
+    fp32 = newton_schulz(g, dtype=torch.float32)
+    assert fp32.dtype == torch.float32 and np.allclose(fp32.numpy(), x, atol=1e-4)
+    assert torch.allclose(newton_schulz(g, dtype=torch.bfloat16), fp32, atol=3e-2)
+    assert not torch.allclose(newton_schulz(g, dtype=torch.bfloat16), fp32, atol=1e-5)  # bf16 really ran
+
+
+def test_muon_iterates_in_bf16_only_where_the_device_has_it_natively(monkeypatch):
+    """On a CPU without native bf16 (AVX2: emulated bf16 matmuls, about 20x slower) the
+    iteration runs in fp32; the CPU's flags are read once per device, not every step."""
+    import trickbag.optim.muon as muon
+
+    seen, asked = [], []
+    real = muon._newton_schulz_batch
+    monkeypatch.setattr(muon, "_newton_schulz_batch", lambda m, s, e, dtype: seen.append(dtype) or real(m, s, e, dtype))
+    for native, expected in ((False, torch.float32), (True, torch.bfloat16)):
+        monkeypatch.setattr(muon, "bf16_is_native", lambda device, native=native: asked.append(device) or native)
+        w = torch.randn(4, 2, 3, 3, requires_grad=True)
+        opt = muon.Muon([{"params": [w], "muon": True}], lr=0.1)
+        seen.clear(), asked.clear()
+        for _ in range(3):
+            w.grad = torch.randn_like(w)
+            opt.step()
+        assert seen == [expected] * 3 and asked == [torch.device("cpu")]

@@ -28,6 +28,7 @@ def test_every_shipped_recipe_loads_and_validates():
         ("train.epochs=0", "train.epochs must be > 0"),
         ("optim.momentum=1.5", "optim.momentum must be in [0.0, 1.0)"),
         ("train.precision=fp8", "did you mean 'fp32'"),
+        ("optim.muon_ns_steps=0", "optim.muon_ns_steps must be > 0"),
         ("train.compile_mode=fastest", "train.compile_mode must be one of 'default', 'reduce-overhead'"),
         ("data.augment=flip", "recipe key 'data.augment' must be a list"),
         ("optim.lr", "--set takes key=value"),
@@ -186,3 +187,42 @@ def test_compile_mode_reaches_torch_compile(small_data, monkeypatch):
     assert calls == ["reduce-overhead"] and parts.forward is parts.model
     build(load("fashion-mnist", [*base, "train.compile=true"]), data=small_data)
     assert calls == ["reduce-overhead", "default"]
+
+
+def test_muon_ns_steps_reach_the_optimizer(small_data):
+    from trickbag.recipes import build
+
+    base = ["train.device=cpu", "data.train_subset=600"]
+    for steps in (5, 3):
+        opt = build(load("fashion-mnist", [*base, f"optim.muon_ns_steps={steps}"]), data=small_data).optimizer
+        muon_groups = [g for g in opt.param_groups if g["muon"]]
+        assert muon_groups and all(g["ns_steps"] == steps for g in muon_groups)
+
+
+def test_native_bf16_needs_the_instructions_and_torch_allowed_to_use_them():
+    from trickbag.train.runtime import native_bf16
+
+    avx512 = ["fpu", "avx2", "avx512f", "avx512_bf16"]
+    assert native_bf16(avx512, "AVX512")
+    assert native_bf16(["avx2", "amx_bf16", "amx_tile"], "AVX512", "AVX512_CORE_AMX")
+    assert not native_bf16(["avx2", "avx512f"], "AVX512")  # AVX-512 without its bf16 extension
+    assert not native_bf16(avx512, "AVX2")  # ATEN_CPU_CAPABILITY=avx2
+    assert not native_bf16(avx512, "AVX512", "AVX2")  # ONEDNN_MAX_CPU_ISA=AVX2: convolutions emulate bf16
+    assert not native_bf16(avx512, "AVX512", "avx512_core_vnni")  # below AVX512_CORE_BF16
+    assert native_bf16(avx512, "AVX512", " avx512_core_bf16 ")
+    assert native_bf16(avx512, "AVX512", "")  # set but empty: no limit
+
+
+def test_auto_precision_follows_an_isa_cap_in_the_environment():
+    """A process capped to AVX2 kernels (as on an AVX2-only CPU) gets fp32 from ``auto``, and
+    Muon's Newton–Schulz iteration runs in fp32 there."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import torch; from torch import nn; from trickbag.train.runtime import resolve_runtime; "
+            "from trickbag.optim.muon import iteration_dtype; "
+            "print(resolve_runtime('cpu', 'auto', None, nn.Conv2d(1, 1, 3)).precision, iteration_dtype(torch.device('cpu')))")
+    env = {**os.environ, "ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["fp32", "torch.float32"]  # and Muon's iteration runs in fp32 too

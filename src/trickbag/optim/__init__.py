@@ -99,10 +99,11 @@ def _listed(params: Any) -> list:
 
 @OPTIMIZERS.register("muon")
 def _muon(params, lr: float, momentum: float = 0.9, weight_decay: float = 0.0, muon_lr: float = 0.08,
-          muon_momentum: float = 0.6, **_: Any) -> torch.optim.Optimizer:
+          muon_momentum: float = 0.6, muon_ns_steps: int = 5, **_: Any) -> torch.optim.Optimizer:
     """Muon on every convolution filter (4-D weight), Nesterov SGD on the rest (head, biases,
     norm parameters). The filters' group gets ``lr_mult = muon_lr / lr``, so one schedule
-    drives both: the filters' lr is ``muon_lr`` at the schedule's peak."""
+    drives both: the filters' lr is ``muon_lr`` at the schedule's peak. ``muon_ns_steps``:
+    Newton–Schulz iterations per update (5 in Jordan et al.; airbench94_muon uses 3)."""
     groups = params if isinstance(params, list) and params and isinstance(params[0], dict) else [{"params": list(params)}]
     check_positive("muon_lr", muon_lr)
     out = []
@@ -115,7 +116,8 @@ def _muon(params, lr: float, momentum: float = 0.9, weight_decay: float = 0.0, m
                         "name": f"{base.get('name', 'group')}_filters"})
         if rest:
             out.append({**base, "params": rest})
-    return Muon(out, lr=lr, momentum=momentum, muon_momentum=muon_momentum, weight_decay=weight_decay)
+    return Muon(out, lr=lr, momentum=momentum, muon_momentum=muon_momentum, weight_decay=weight_decay,
+                ns_steps=muon_ns_steps)
 
 
 def build_optimizer(name: str, params: Iterable, lr: float, **kwargs: Any) -> torch.optim.Optimizer:

@@ -21,46 +21,60 @@ from typing import Any
 import torch
 
 from trickbag._checks import check_nonnegative, check_positive, check_range
+from trickbag.hardware import bf16_is_native
 
-__all__ = ["Muon", "newton_schulz", "orthogonalize"]
+__all__ = ["Muon", "newton_schulz", "orthogonalize", "iteration_dtype"]
 
 #: the quintic iteration's coefficients from Jordan et al. (maximise the slope at 0)
 NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
 
 
-def newton_schulz(g: torch.Tensor, steps: int = 5, eps: float = 1e-7) -> torch.Tensor:
+def newton_schulz(g: torch.Tensor, steps: int = 5, eps: float = 1e-7, dtype: torch.dtype | None = None) -> torch.Tensor:
     """Approximately ``U V^T`` for ``g = U S V^T`` (the orthogonal polar factor), by the
     quintic Newton–Schulz iteration ``X <- a X + (b A + c A^2) X`` with ``A = X X^T``,
-    starting from ``g / ||g||_F``; run in bfloat16 as the reference implementation does
-    (the iteration tolerates it and it is several times faster). Returns ``g``'s dtype."""
-    return orthogonalize([g], steps, eps, batched=False)[0]
+    starting from ``g / ||g||_F``. Returns ``g``'s dtype; ``dtype`` is the iteration's
+    (default ``iteration_dtype(g.device)``)."""
+    return orthogonalize([g], steps, eps, batched=False, dtype=dtype)[0]
+
+
+def iteration_dtype(device: torch.device) -> torch.dtype:
+    """bfloat16 where the device computes it natively, as the reference implementation runs
+    the iteration (it tolerates bf16, and there it is about 1.7x faster than fp32 for the
+    default net's filters on an AVX512-BF16 CPU); float32 elsewhere, where emulated bf16
+    matmuls are about 20x *slower* than fp32 (AVX2 kernels: benchmarks/RESULTS.md)."""
+    return torch.bfloat16 if bf16_is_native(device) else torch.float32
 
 
 def orthogonalize(matrices: list[torch.Tensor], steps: int = 5, eps: float = 1e-7,
-                  batched: bool | None = None) -> list[torch.Tensor]:
-    """``newton_schulz`` of every matrix. ``batched`` (default: on CUDA) runs them all as one
+                  batched: bool | None = None, dtype: torch.dtype | None = None) -> list[torch.Tensor]:
+    """``newton_schulz`` of every matrix, the iteration in ``dtype`` (default
+    ``iteration_dtype`` of their device). ``batched`` (default: on CUDA) runs them all as one
     batch, each zero-padded to the largest shape: the padding stays exactly zero through
     the iteration (zero rows and columns of ``X`` give zero rows and columns of ``A`` and of
     ``(b A + c A^2) X``) and adds nothing to the norm, so each matrix gets its own result,
     in ~40 kernel launches for all instead of ~40 per matrix: on a GPU a small net's Muon
     step is bound by launches (measured on an H100, benchmarks/RESULTS.md). Unbatched (the
     CPU default, where the padding would be real work), each matrix alone."""
+    if not matrices:
+        return []
+    if dtype is None:
+        dtype = iteration_dtype(matrices[0].device)
     if batched is None:
-        batched = bool(matrices) and matrices[0].is_cuda
+        batched = matrices[0].is_cuda
     if not batched or len(matrices) < 2:
-        return [_newton_schulz_batch([m], steps, eps)[0] for m in matrices]
-    return _newton_schulz_batch(matrices, steps, eps)
+        return [_newton_schulz_batch([m], steps, eps, dtype)[0] for m in matrices]
+    return _newton_schulz_batch(matrices, steps, eps, dtype)
 
 
-def _newton_schulz_batch(matrices: list[torch.Tensor], steps: int, eps: float) -> list[torch.Tensor]:
+def _newton_schulz_batch(matrices: list[torch.Tensor], steps: int, eps: float, dtype: torch.dtype) -> list[torch.Tensor]:
     a, b, c = NS_COEFFICIENTS
     wide = [m.T if m.size(0) > m.size(1) else m for m in matrices]  # iterate on the smaller Gram matrix
     if len(wide) == 1:
-        x = wide[0].bfloat16()
+        x = wide[0].to(dtype)
         x = x / (x.norm() + eps)
     else:
         rows, cols = max(w.size(0) for w in wide), max(w.size(1) for w in wide)
-        x = wide[0].new_zeros((len(wide), rows, cols), dtype=torch.bfloat16)
+        x = wide[0].new_zeros((len(wide), rows, cols), dtype=dtype)
         for i, w in enumerate(wide):
             x[i, : w.size(0), : w.size(1)].copy_(w)
         x = x / (torch.linalg.vector_norm(x, dim=(-2, -1), keepdim=True) + eps)
@@ -96,6 +110,7 @@ class Muon(torch.optim.Optimizer):
         defaults = {"lr": lr, "momentum": momentum, "muon_momentum": muon_momentum, "weight_decay": weight_decay,
                     "ns_steps": int(ns_steps), "muon": False}
         super().__init__(params, defaults)
+        self._iteration_dtypes: dict[torch.device, torch.dtype] = {}
         for i, group in enumerate(self.param_groups):
             if group["muon"] and any(p.dim() < 2 for p in group["params"]):
                 raise ValueError(f"param group {i} is a Muon group but holds a parameter with fewer than 2 dimensions")
@@ -120,11 +135,18 @@ class Muon(torch.optim.Optimizer):
             grads = [p.grad for p in params]
             bufs = [self._buffer(p) for p in params]
             if group["muon"]:
-                new_params, new_bufs = _muon_update(params, grads, bufs, group["lr"], group["muon_momentum"], group["ns_steps"])
+                new_params, new_bufs = _muon_update(params, grads, bufs, group["lr"], group["muon_momentum"], group["ns_steps"],
+                                                    self._iteration_dtype(params[0].device))
             else:
                 new_params, new_bufs = _nesterov_update(params, grads, bufs, group["lr"], group["momentum"], group["weight_decay"])
             _commit([*params, *bufs], [*new_params, *new_bufs], skip)
         return loss
+
+    def _iteration_dtype(self, device: torch.device) -> torch.dtype:
+        """``iteration_dtype(device)``, asked once per device (it reads the CPU's flags)."""
+        if device not in self._iteration_dtypes:
+            self._iteration_dtypes[device] = iteration_dtype(device)
+        return self._iteration_dtypes[device]
 
     def _buffer(self, p: torch.Tensor) -> torch.Tensor:
         """The momentum buffer, zeros at first (then ``mu * 0 + d = d``: torch's SGD, which
@@ -147,7 +169,7 @@ def _nesterov_update(params: list[torch.Tensor], grads: list[torch.Tensor], bufs
 
 
 def _muon_update(params: list[torch.Tensor], grads: list[torch.Tensor], bufs: list[torch.Tensor], lr: float, mu: float,
-                 ns_steps: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+                 ns_steps: int, dtype: torch.dtype) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """``b <- mu b + g``; ``u = g + mu b`` (Nesterov); ``p <- p sqrt(out) / ||p||`` (norm fixed);
     ``p <- p - lr NS(u)`` with ``u`` as an ``out x (in kh kw)`` matrix (new tensors)."""
     new_bufs = torch._foreach_mul(bufs, mu)
@@ -155,7 +177,7 @@ def _muon_update(params: list[torch.Tensor], grads: list[torch.Tensor], bufs: li
     updates = torch._foreach_add(grads, new_bufs, alpha=mu)
     norms = torch._foreach_norm(params)
     new_params = [p * (p.size(0) ** 0.5 / norm.clamp_min(1e-12)) for p, norm in zip(params, norms)]
-    directions = orthogonalize([u.reshape(p.size(0), -1) for p, u in zip(params, updates)], ns_steps)
+    directions = orthogonalize([u.reshape(p.size(0), -1) for p, u in zip(params, updates)], ns_steps, dtype=dtype)
     torch._foreach_add_(new_params, [d.view_as(p) for d, p in zip(directions, params)], alpha=-lr)
     return new_params, new_bufs
 

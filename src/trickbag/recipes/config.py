@@ -81,6 +81,7 @@ class OptimConfig:
     clip_value: float = 0.0  # >0: clip each gradient element
     muon_lr: float = 0.08  # muon only: the filters' lr at the schedule's peak (orthogonalized updates, norm-fixed filters)
     muon_momentum: float = 0.6  # muon only: the filters' Nesterov momentum (airbench94_muon)
+    muon_ns_steps: int = 5  # muon only: Newton-Schulz iterations per update (airbench94_muon uses 3)
 
 
 @dataclass
@@ -220,6 +221,7 @@ _RANGE_CHECKS = [
     ("optim.lr", check_nonnegative), ("optim.momentum", _unit_open), ("optim.weight_decay", check_nonnegative),
     ("optim.base_batch_size", check_nonnegative), ("optim.clip_norm", check_nonnegative), ("optim.clip_value", check_nonnegative),
     ("optim.muon_lr", check_positive), ("optim.muon_momentum", _unit_open),
+    ("optim.muon_ns_steps", check_positive),
     ("loss.label_smoothing", _unit_open), ("loss.mixup_alpha", check_nonnegative), ("loss.cutmix_alpha", check_nonnegative),
     ("loss.mix_prob", _unit), ("distill.alpha", _unit), ("distill.temperature", check_positive),
     ("train.epochs", check_positive), ("train.accumulate", check_positive), ("train.precision", partial(check_choice, choices=("auto", "fp32", "bf16", "fp16"))),

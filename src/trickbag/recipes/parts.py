@@ -256,7 +256,8 @@ def build(recipe: Recipe, data: ImageData | None = None, teacher_cache: str | Pa
     base_lr = linear_scaling(optim_cfg.lr, batch_size, optim_cfg.base_batch_size) if optim_cfg.base_batch_size else optim_cfg.lr
     groups = param_groups(model, optim_cfg.weight_decay, optim_cfg.no_bias_decay)
     optimizer = build_optimizer(optim_cfg.name, groups, lr=base_lr, momentum=optim_cfg.momentum, betas=tuple(optim_cfg.betas),
-                                muon_lr=optim_cfg.muon_lr, muon_momentum=optim_cfg.muon_momentum)
+                                muon_lr=optim_cfg.muon_lr, muon_momentum=optim_cfg.muon_momentum,
+                                muon_ns_steps=optim_cfg.muon_ns_steps)
     sched_cfg = recipe.schedule
     schedule = resolve_schedule(sched_cfg.name, dict(sched_cfg.params), base_lr, steps_per_epoch, total_steps)
     try:

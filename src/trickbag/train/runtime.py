@@ -4,7 +4,8 @@
 * precision ``auto``: bf16 autocast on CUDA GPUs that compute bf16 (Ampere and later: it
   has fp32's range, so no ``GradScaler``, whose overflow check reads a flag back from the
   GPU every step), fp16 with ``GradScaler`` on older GPUs; bf16 autocast on CPUs with
-  native bf16 arithmetic (AVX512-BF16 or AMX); fp32 elsewhere. On a CPU without native bf16,
+  native bf16 arithmetic (AVX512-BF16 or AMX, and torch not capped below it by
+  ``ATEN_CPU_CAPABILITY`` or ``ONEDNN_MAX_CPU_ISA``); fp32 elsewhere. On a CPU without native bf16,
   bf16 autocast is emulated and much *slower* than fp32 (measured: about 10x on a
   2-core AVX2 EPYC, ``benchmarks/precision.py``), so auto never picks it there.
 * channels_last ``None``: on for models with 2-D convolutions.
@@ -18,17 +19,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-__all__ = ["Runtime", "resolve_device", "resolve_runtime", "cpu_has_native_bf16", "auto_precision"]
+from trickbag.hardware import bf16_is_native, cpu_has_native_bf16, native_bf16
 
-
-def cpu_has_native_bf16() -> bool:
-    """Whether the CPU computes bf16 natively (``avx512_bf16`` or ``amx_bf16`` flags)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((line for line in f if line.startswith("flags")), "")
-    except OSError:
-        return False
-    return any(flag in flags.split() for flag in ("avx512_bf16", "amx_bf16"))
+__all__ = ["Runtime", "resolve_device", "resolve_runtime", "cpu_has_native_bf16", "native_bf16", "auto_precision"]
 
 
 def auto_precision(device_type: str, native_bf16: bool) -> str:
@@ -92,8 +85,7 @@ def resolve_device(device: str) -> torch.device:
 def resolve_runtime(device: str, precision: str, channels_last: bool | None, model: nn.Module) -> Runtime:
     dev = resolve_device(device)
     if precision == "auto":
-        native = torch.cuda.is_bf16_supported() if dev.type == "cuda" else dev.type == "cpu" and cpu_has_native_bf16()
-        precision = auto_precision(dev.type, native)
+        precision = auto_precision(dev.type, bf16_is_native(dev))
     if precision == "fp16" and dev.type == "cpu":
         raise ValueError("train.precision fp16 needs a GPU; on CPU use bf16 or fp32")
     if channels_last is None:
