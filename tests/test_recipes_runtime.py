@@ -226,3 +226,15 @@ def test_auto_precision_follows_an_isa_cap_in_the_environment():
     env = {**os.environ, "ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["fp32", "torch.float32"]  # and Muon's iteration runs in fp32 too
+
+
+def test_a_gpu_that_only_emulates_bf16_is_not_native(monkeypatch):
+    """torch's ``is_bf16_supported()`` says True on pre-Ampere GPUs (emulated bf16); ``auto``
+    must pick fp16 + GradScaler there, so only hardware bf16 counts."""
+    from trickbag.hardware import bf16_is_native
+
+    pre_ampere = lambda including_emulation=True: including_emulation  # noqa: E731 - emulation only
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", pre_ampere)
+    assert not bf16_is_native(torch.device("cuda"))
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)  # Ampere and later
+    assert bf16_is_native(torch.device("cuda"))

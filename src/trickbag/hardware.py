@@ -47,8 +47,10 @@ def cpu_has_native_bf16() -> bool:
 
 
 def bf16_is_native(device: torch.device) -> bool:
-    """``cpu_has_native_bf16()`` on a CPU, ``torch.cuda.is_bf16_supported()`` on CUDA,
+    """``cpu_has_native_bf16()`` on a CPU; on CUDA, whether the GPU computes bf16 in
+    hardware (Ampere and later: ``is_bf16_supported(including_emulation=False)``; torch's
+    default also counts the emulation pre-Ampere GPUs run, where fp16 is the fast choice);
     False elsewhere."""
     if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
+        return torch.cuda.is_bf16_supported(including_emulation=False)
     return device.type == "cpu" and cpu_has_native_bf16()
