@@ -200,7 +200,7 @@ def test_muon_ns_steps_reach_the_optimizer(small_data):
 
 
 def test_native_bf16_needs_the_instructions_and_torch_allowed_to_use_them():
-    from trickbag.train.runtime import native_bf16
+    from trickbag.hardware import native_bf16
 
     avx512 = ["fpu", "avx2", "avx512f", "avx512_bf16"]
     assert native_bf16(avx512, "AVX512")

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from trickbag.hardware import bf16_is_native, cpu_has_native_bf16, native_bf16
+from trickbag.hardware import bf16_is_native, cpu_has_native_bf16
 
-__all__ = ["Runtime", "resolve_device", "resolve_runtime", "cpu_has_native_bf16", "native_bf16", "auto_precision"]
+__all__ = ["Runtime", "resolve_device", "resolve_runtime", "cpu_has_native_bf16", "auto_precision"]
 
 
 def auto_precision(device_type: str, native_bf16: bool) -> str:
