@@ -8,8 +8,8 @@
 #   1. start-up taken apart and the main job's wall minus training (target <= 5 s)    (<= 90 s)
 #   2. the nccl path: torchrun with one process trains the default recipe              (<= 60 s)
 #   3. the 94% race with torch.compile's modes (reduce-overhead = CUDA graphs), 3 seeds (<= 170 s)
-# About 540 s in all: run it with `run` (timeout_s 600) and carry .gpu.
 #   4. the 95% race's net search: 40-epoch-class candidates, one seed each              (<= 150 s)
+# About 540 s in all: run it with `run` (timeout_s 600) and carry .gpu.
 source "$(dirname "$0")/gpu_common.sh"
 LIN="schedule.name=linear_decay;schedule.params={total_steps: 1dur, warmup_steps: 0.05dur}"
 # 0. smoke

@@ -43,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from _machine import machine  # noqa: E402
 
+from trickbag import hardware  # noqa: E402
 from trickbag.data import load_dataset  # noqa: E402
 from trickbag.recipes import load  # noqa: E402
 from trickbag.train import Trainer  # noqa: E402
@@ -53,12 +54,8 @@ RACES = {94: {"reference_epochs": 12, "recipes": ["fashion-mnist"]}, 95: {"refer
 
 
 def cpu_flags() -> list[str]:
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((line for line in f if line.startswith("flags")), "").split()
-    except OSError:
-        return []
-    return sorted(f for f in flags if f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "avx512_vnni"))
+    """The flags that decide a step's speed here (``trickbag.hardware.cpu_flags``, filtered)."""
+    return sorted(hardware.cpu_flags() & {"avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "avx512_vnni"})
 
 
 def time_to(history: list[tuple[float, float]], target: float) -> float | None:

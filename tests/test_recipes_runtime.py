@@ -238,3 +238,20 @@ def test_a_gpu_that_only_emulates_bf16_is_not_native(monkeypatch):
     assert not bf16_is_native(torch.device("cuda"))
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)  # Ampere and later
     assert bf16_is_native(torch.device("cuda"))
+
+
+def test_cpu_flags_come_from_the_flags_line_and_are_empty_when_unreadable(monkeypatch):
+    import io
+
+    from trickbag import hardware
+
+    cpuinfo = "processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: fpu avx2 avx512f avx512_bf16\nbugs\t\t: spectre_v1\n"
+    monkeypatch.setattr(hardware, "open", lambda path: io.StringIO(cpuinfo), raising=False)
+    assert hardware.cpu_flags() == {"fpu", "avx2", "avx512f", "avx512_bf16"}
+    assert hardware.native_bf16(hardware.cpu_flags(), "AVX512")
+
+    def unreadable(path):
+        raise PermissionError(path)
+
+    monkeypatch.setattr(hardware, "open", unreadable, raising=False)
+    assert hardware.cpu_flags() == frozenset() and not hardware.cpu_has_native_bf16()

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 
 import torch
 
-__all__ = ["ONEDNN_BF16_ISAS", "native_bf16", "cpu_has_native_bf16", "bf16_is_native"]
+__all__ = ["ONEDNN_BF16_ISAS", "cpu_flags", "native_bf16", "cpu_has_native_bf16", "bf16_is_native"]
 
 #: oneDNN ISA limits (``ONEDNN_MAX_CPU_ISA``) under which its kernels still use bf16 instructions
 ONEDNN_BF16_ISAS = frozenset({"ALL", "DEFAULT", "AVX512_CORE_BF16", "AVX512_CORE_FP16", "AVX512_CORE_AMX",
@@ -33,17 +33,21 @@ def native_bf16(cpu_flags: Iterable[str], aten_capability: str, onednn_max_isa: 
     return has_instructions and aten_ok and onednn_ok
 
 
-def cpu_has_native_bf16() -> bool:
-    """``native_bf16`` of this machine: its ``/proc/cpuinfo`` flags, torch's kernel
-    capability and the oneDNN ISA limit from the environment (``ONEDNN_MAX_CPU_ISA`` or
-    its older name ``DNNL_MAX_CPU_ISA``). False where the flags cannot be read."""
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags (``/proc/cpuinfo``'s ``flags`` line); empty where it cannot be read."""
     try:
         with open("/proc/cpuinfo") as f:
-            flags = next((line for line in f if line.startswith("flags")), "")
+            return frozenset(next((line for line in f if line.startswith("flags")), "").partition(":")[2].split())
     except OSError:
-        return False
+        return frozenset()
+
+
+def cpu_has_native_bf16() -> bool:
+    """``native_bf16`` of this machine: its ``cpu_flags()``, torch's kernel capability and
+    the oneDNN ISA limit from the environment (``ONEDNN_MAX_CPU_ISA`` or its older name
+    ``DNNL_MAX_CPU_ISA``). False where the flags cannot be read."""
     isa = os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA")
-    return native_bf16(flags.split(), torch.backends.cpu.get_cpu_capability(), isa)
+    return native_bf16(cpu_flags(), torch.backends.cpu.get_cpu_capability(), isa)
 
 
 def bf16_is_native(device: torch.device) -> bool:
