@@ -26,7 +26,7 @@ from _machine import machine  # noqa: E402
 
 from trickbag.models import build_model  # noqa: E402
 from trickbag.optim.muon import iteration_dtype, orthogonalize  # noqa: E402
-from trickbag.recipes import load  # noqa: E402
+from trickbag.recipes import RecipeError, load  # noqa: E402
 
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 
@@ -38,7 +38,12 @@ def main() -> None:
     ap.add_argument("--steps-per-round", type=int, default=10)
     ap.add_argument("--ns-steps", type=int, default=5)
     args = ap.parse_args()
-    recipe = load(args.recipe)
+    if min(args.rounds, args.steps_per_round, args.ns_steps) < 1:
+        ap.error("--rounds, --steps-per-round and --ns-steps must be >= 1")
+    try:
+        recipe = load(args.recipe)
+    except RecipeError as exc:
+        ap.error(f"--recipe: {exc}")
     net = build_model(recipe.model.name, **dict(recipe.model.params, in_channels=1, num_classes=10))
     gen = torch.Generator().manual_seed(0)
     updates = [torch.randn(p.shape, generator=gen).reshape(p.size(0), -1) for p in net.parameters() if p.dim() == 4]
