@@ -29,6 +29,9 @@ def machine() -> dict:
         info["torch_threads"] = torch.get_num_threads()
         info["cuda"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
         info["torch_cpu_capability"] = torch.backends.cpu.get_cpu_capability()
+        from trickbag.hardware import cpu_flags  # imports torch: only where a benchmark has
+
+        info["cpu_flags"] = sorted(f for f in cpu_flags() if f.startswith(("avx", "amx")))  # what decides a step's speed
     caps = {k: os.environ[k] for k in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA") if os.environ.get(k)}
     if caps:  # an instruction-set cap: this machine ran as a smaller CPU (e.g. an AVX2-only one)
         info["isa_caps"] = caps

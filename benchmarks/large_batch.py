@@ -24,7 +24,6 @@ from _machine import machine  # noqa: E402
 
 from trickbag._json import dumps, write_json  # noqa: E402
 from trickbag.experiments.stats import compare_paired, spread  # noqa: E402
-from trickbag.hardware import cpu_flags  # noqa: E402
 from trickbag.recipes import load, override  # noqa: E402
 from trickbag.recipes.config import recipe_key  # noqa: E402
 
@@ -128,7 +127,6 @@ def main() -> None:
                 write_json(args.json_out, results)
     summarize(results, f"b{batches[0]}")
     results["machine"] = machine()
-    results["machine"]["cpu_flags"] = sorted(f for f in cpu_flags() if f.startswith(("avx", "amx")))
     results["precision"] = "auto"
     results["torch_threads"] = torch.get_num_threads()
     results["wall_s"] = time.time() - started

@@ -43,7 +43,6 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from _machine import machine  # noqa: E402
 
-from trickbag import hardware  # noqa: E402
 from trickbag.data import load_dataset  # noqa: E402
 from trickbag.recipes import load  # noqa: E402
 from trickbag.train import Trainer  # noqa: E402
@@ -51,11 +50,6 @@ from trickbag.train.runtime import cpu_has_native_bf16  # noqa: E402
 
 TARGETS = (0.93, 0.94, 0.95)
 RACES = {94: {"reference_epochs": 12, "recipes": ["fashion-mnist"]}, 95: {"reference_epochs": 40, "recipes": ["fashion-mnist-95"]}}
-
-
-def cpu_flags() -> list[str]:
-    """The flags that decide a step's speed here (``trickbag.hardware.cpu_flags``, filtered)."""
-    return sorted(hardware.cpu_flags() & {"avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "avx512_vnni"})
 
 
 def time_to(history: list[tuple[float, float]], target: float) -> float | None:
@@ -249,7 +243,7 @@ def main() -> None:
         contenders = [(Path(r).stem, r, []) for r in (args.recipes.split(",") if args.recipes else race["recipes"])] + contenders
     epochs = args.reference_epochs or race["reference_epochs"]
     results: dict = {"benchmark": "race", "target": args.target / 100, "device": str(device), "machine": machine(),
-                     "cpu_flags": cpu_flags(), "native_bf16": cpu_has_native_bf16(), "overrides": args.overrides,
+                     "native_bf16": cpu_has_native_bf16(), "overrides": args.overrides,
                      "contenders": {}}
     # seeds interleaved, so drift in the machine's speed hits every contender alike
     for seed in range(args.first_seed, args.first_seed + args.seeds):
