@@ -37,15 +37,18 @@ def _fail(message: str, code: int = 2) -> NoReturn:
 
 
 @contextmanager
-def _user_errors() -> Iterator[None]:
+def _user_errors(training_errors: bool = True) -> Iterator[None]:
     """User errors (bad names, parameters, ranges, YAML, missing data, refused run
-    directories) raised inside become one clean line."""
+    directories) raised inside become one clean line; ``training_errors=False`` lets a
+    run's ``TrainingError`` through to a caller that reports its summary."""
     from trickbag.registry import UnknownNameError
     from trickbag.train.errors import TrainingError
 
     try:
         yield
     except TrainingError as exc:
+        if not training_errors:
+            raise
         _fail(str(exc), exc.exit_code)
     except (ValueError, TypeError, UnknownNameError, FileNotFoundError, NotADirectoryError, IsADirectoryError) as exc:
         _fail(str(exc))
@@ -57,16 +60,22 @@ def _print_json(obj: dict[str, Any]) -> None:
     sys.stdout.write(dumps(obj) + "\n")
 
 
-def _build_parts(recipe: str, overrides: list[str] | None, data_dir: str | None = None, out: str | None = None):
-    """``recipes.build`` of a recipe name or file with ``--set`` overrides (and ``--data-dir``);
-    a recipe-named distillation teacher is kept beside ``out``."""
-    from trickbag.recipes import build, load, override
+def _load_recipe(recipe: str, overrides: list[str] | None, data_dir: str | None = None):
+    """A recipe name or file with ``--set`` overrides (and ``--data-dir``), or one error line."""
+    from trickbag.recipes import load, override
 
     with _user_errors():
         loaded = load(recipe, list(overrides or []))
-        if data_dir:
-            loaded = override(loaded, {"data.data_dir": data_dir})
-        return build(loaded, teacher_cache=Path(out).parent if out else None)
+        return override(loaded, {"data.data_dir": data_dir}) if data_dir else loaded
+
+
+def _build_parts(recipe, out: str | None = None):
+    """``recipes.build`` of a loaded recipe (``_load_recipe``); a recipe-named distillation
+    teacher is kept beside ``out``."""
+    from trickbag.recipes import build
+
+    with _user_errors():
+        return build(recipe, teacher_cache=Path(out).parent if out else None)
 
 
 def _console():
@@ -400,6 +409,7 @@ def train_cmd(
 ) -> None:
     """Train a recipe; writes config.yaml, metrics.jsonl, checkpoints/, TensorBoard events and summary.json."""
     from trickbag.train import Trainer, TrainingError
+    from trickbag.train.rundir import default_run_dir
 
     if resume:
         if not out:
@@ -410,17 +420,25 @@ def train_cmd(
         if not saved.is_file():
             _fail(f"--resume: {saved} does not exist; nothing to resume")
         recipe = str(saved)
-    parts = _build_parts(recipe, set_, data_dir, out)
-    trainer = Trainer(parts, out=out, quiet=quiet or as_json)
+    loaded = _load_recipe(recipe, set_, data_dir)
+    out = out or str(default_run_dir(loaded))
+    trainer = None
     try:
-        summary = trainer.fit(resume=resume, overwrite=overwrite)
+        if loaded.train.members > 1:  # an ensemble: the members one after another, then their mean prediction
+            from trickbag.train.ensemble import fit_members
+
+            with _user_errors(training_errors=False):  # a member's recipe or data error: one line, as for one net
+                summary = fit_members(loaded, out, resume=resume, overwrite=overwrite, quiet=quiet or as_json)
+        else:
+            trainer = Trainer(_build_parts(loaded, out), out=out, quiet=quiet or as_json)
+            summary = trainer.fit(resume=resume, overwrite=overwrite)
     except TrainingError as exc:
         if as_json and exc.summary is not None:
             _print_json(exc.summary)
         _fail(str(exc), exc.exit_code)
     except KeyboardInterrupt:
-        _fail(f"interrupted twice: stopped at once; continue from the newest checkpoint with --resume --out {trainer.out}", 130)
-    if not trainer.is_main:  # under torchrun rank 0 reports for the job
+        _fail(f"interrupted twice: stopped at once; continue from the newest checkpoint with --resume --out {out}", 130)
+    if trainer is not None and not trainer.is_main:  # under torchrun rank 0 reports for the job
         return
     if as_json:
         _print_json(summary)
@@ -432,6 +450,9 @@ def train_cmd(
             without = [f"{what} {value:.4f}" for what, value in (("without test-time views", summary.get("test_acc_by_tta", {}).get("none")),
                                                                   ("without EMA", summary.get("test_acc_no_ema"))) if value is not None]
             line += f" ({', '.join(without)})" if without else ""
+            if summary.get("members"):  # train.members > 1: the figure is the ensemble's
+                accs = ", ".join(f"{m['test_acc']:.4f}" for m in summary["members"])
+                line += f"; the ensemble of {len(summary['members'])} members ({accs} alone)"
         typer.echo(line)
         typer.echo(f"run written to {summary['out']}")
     if summary["stopped"].startswith("interrupted"):
@@ -463,7 +484,7 @@ def find_lr_cmd(
         plot = plot_path(plot, "lr_finder.png") if plot else None
         if apply and not Path(apply).resolve().parent.is_dir():
             raise ValueError(f"--apply {apply}: folder {Path(apply).resolve().parent} does not exist")
-    parts = _build_parts(recipe, set_)
+    parts = _build_parts(_load_recipe(recipe, set_))
     with _user_errors():
         result = parts_range_test(parts, start_lr=start_lr, end_lr=end_lr, num_iter=num_iter)
         suggestions = result.suggestions()
@@ -500,7 +521,7 @@ def check_cmd(
     """Gradient check (float64, finite differences) and overfit-one-batch on a recipe's model."""
     from trickbag.check import check_parts
 
-    parts = _build_parts(recipe, set_)
+    parts = _build_parts(_load_recipe(recipe, set_))
     with _user_errors():
         result = check_parts(parts, batch=batch, steps=steps)
     if as_json:

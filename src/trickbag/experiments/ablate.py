@@ -136,7 +136,7 @@ class Ablation:
         self.variants = plan(self.tricks, mode)
         self.out = Path(out)
         self.data = data
-        self.recipes = [with_tricks(recipe, self.tricks, v.tricks) for v in self.variants]
+        self.recipes = [with_tricks(recipe.member(), self.tricks, v.tricks) for v in self.variants]  # one net each
         if budget == "time":
             self.recipes = self._time_budgeted(self.recipes)
         self._runs = [(i, seed, self.run_dir(recipe, seed), to_dict(override(recipe, {"train.seed": seed})))

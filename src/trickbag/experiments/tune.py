@@ -308,7 +308,7 @@ def run_trial(trial: Any, base: Recipe, space: tuple[Dimension, ...], out: Path,
     from trickbag.recipes.search import suggest
     from trickbag.train import Trainer
 
-    recipe = apply_params(base, suggest(trial, space))
+    recipe = apply_params(base, suggest(trial, space)).member()  # a trial is one net, also of an ensemble recipe
     d = recipe.data
     key = (d.name, d.data_dir, d.val_size, recipe.train.seed)
     if key not in data_cache:
@@ -679,7 +679,7 @@ def _final_run(recipe: Recipe, out: Path, say: Callable[[str], None]) -> dict:
     run_dir = out / f"best-{recipe_key(recipe)}"
     say(f"training the best recipe once more in {run_dir} and testing it")
     try:
-        summary = Trainer(recipe, out=run_dir, quiet=True, tensorboard=False).fit_or_continue()
+        summary = Trainer(recipe.member(), out=run_dir, quiet=True, tensorboard=False).fit_or_continue()
     except DivergedError as exc:  # the study's result still stands and is written; the retrain's failure is said
         say(f"the best recipe diverged when trained once more: {exc}")
         return {"test_acc": None, "final_run": str(run_dir), "final_val_acc": None, "final_error": str(exc)}

@@ -132,6 +132,7 @@ class TrainConfig:
     accumulate: int = 1  # micro-batches per optimizer step (gradient accumulation): data.batch_size is the step's batch, each micro-batch batch_size / accumulate
     sync_bn: bool = False  # under torchrun on GPUs: BatchNorm statistics over the global batch (SyncBatchNorm), not each rank's slice
     doctor_every: int = 0  # >0: doctor monitors every N optimizer steps into doctor.jsonl (trickbag doctor RUN_DIR); 0: off
+    members: int = 1  # >1: `trickbag train` trains this many nets (seeds seed, seed+1, ...) into OUT/member<k> and reports their ensemble (train.ensemble.fit_members)
 
 
 @dataclass
@@ -187,6 +188,14 @@ class Recipe:
         except RecipeError as exc:
             raise RecipeError(f"recipe section cuda: {exc}") from None
 
+    def member(self, k: int = 0) -> Recipe:
+        """The recipe of one net of this recipe's ensemble (``train.members``): member ``k``
+        trains with ``train.seed + k`` and ``train.members: 1``; a one-net recipe's member 0
+        is itself."""
+        if self.train.members == 1 and k == 0:
+            return self
+        return override(self, {"train.members": 1, "train.seed": self.train.seed + k})
+
     def for_device(self, device_type: str) -> tuple[Recipe, dict]:
         """This recipe as it runs on ``device_type`` (cuda, cpu, ...): on cuda with its
         ``cuda`` section applied. Returns ``(recipe, {key: value} applied)``: elsewhere this
@@ -228,7 +237,7 @@ _RANGE_CHECKS = [
     ("train.ema_decay", _unit_open), ("train.early_stopping", check_nonnegative), ("train.tta_translate", check_nonnegative), ("train.nan_patience", check_positive),
     ("train.diverge_factor", check_nonnegative), ("train.sync_every", check_nonnegative),
     ("train.keep_checkpoints", check_positive), ("train.eval_every", check_positive), ("train.threads", check_nonnegative),
-    ("train.doctor_every", check_nonnegative),
+    ("train.doctor_every", check_nonnegative), ("train.members", check_positive),
     ("train.compile_mode", partial(check_choice, choices=COMPILE_MODES)),
 ]
 

@@ -16,16 +16,23 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import time
 from pathlib import Path
 from types import TracebackType
 
 from trickbag._files import temporary_path
 from trickbag.train.errors import RunDirError
 
-__all__ = ["RunLock", "run_artifacts", "clear_run", "remove_partial_writes", "RUN_FILES", "finished_summary"]
+__all__ = ["default_run_dir", "RunLock", "run_artifacts", "clear_run", "claim_run_dir", "remove_partial_writes", "RUN_FILES", "finished_summary"]
 
 #: what ``trickbag train`` writes into a run directory
 RUN_FILES = ("config.yaml", "metrics.jsonl", "summary.json", "doctor.jsonl", "checkpoints", "tensorboard")
+
+def default_run_dir(recipe) -> Path:
+    """``runs/<data>-<model>[-x<members>]-<YYYYmmdd-HHMMSS>``: where a run goes without ``--out``."""
+    members = recipe.train.members
+    return Path("runs") / f"{recipe.data.name}-{recipe.model.name}{f'-x{members}' if members > 1 else ''}-{time.strftime('%Y%m%d-%H%M%S')}"
+
 
 try:
     import fcntl
@@ -101,6 +108,16 @@ def clear_run(out: str | os.PathLike) -> None:
             shutil.rmtree(target)
         elif target.exists() or target.is_symlink():
             target.unlink()
+
+
+def claim_run_dir(out: str | os.PathLike, found: list[str], overwrite: bool, clear=clear_run) -> None:
+    """Make ``out`` a new run's: a previous run's ``found`` files are removed (``clear(out)``)
+    when ``overwrite``, else refused with what to do instead."""
+    if found and overwrite:
+        clear(out)
+    elif found:
+        raise RunDirError(f"{out} already holds a run ({', '.join(found)}); continue it with --resume, choose "
+                          "another --out, or pass --overwrite to replace it")
 
 
 def remove_partial_writes(out: str | os.PathLike) -> list[str]:

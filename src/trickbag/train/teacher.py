@@ -36,7 +36,7 @@ def _train_teacher(spec: str, cache: Path, data: Any) -> Path:
     out = teacher_dir(spec, cache)
     if finished_summary(out) is not None:
         return out
-    Trainer(load(spec), out=out, quiet=True, data=data, tensorboard=False).fit_or_continue()
+    Trainer(load(spec).member(), out=out, quiet=True, data=data, tensorboard=False).fit_or_continue()  # one net
     return out
 
 

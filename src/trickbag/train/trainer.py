@@ -54,12 +54,12 @@ from trickbag.data.datasets import ImageData
 from trickbag.data.pipeline import size_at_epoch
 from trickbag.data.tta import tta_view_specs, view, view_name, view_subsets
 from trickbag.optim import clip_gradients, skips_on_device, step_unless
-from trickbag.recipes.config import Recipe, changed_keys, save, to_dict
+from trickbag.recipes.config import Recipe, RecipeError, changed_keys, save, to_dict
 from trickbag.rng import rng_state, set_rng_state
 from trickbag.train.callbacks import Callback, ConsoleProgress, JsonlLogger, TensorBoardLogger
 from trickbag.train.checkpoint import checkpoint_candidates, newest_loadable, prune, save_atomic
 from trickbag.train.errors import DivergedError, NonFiniteLossError, ResumeError, RunDirError, RunWriteError, TrainingError
-from trickbag.train.rundir import RunLock, clear_run, remove_partial_writes, run_artifacts
+from trickbag.train.rundir import RunLock, claim_run_dir, default_run_dir, remove_partial_writes, run_artifacts
 
 if TYPE_CHECKING:
     from trickbag.recipes.parts import Parts
@@ -106,7 +106,7 @@ class Trainer:
         self._rank_gen = torch.Generator()  # under torchrun: augmentation draws, reseeded every step (no state to checkpoint)
         # steps between reads of the losses: each read waits for the device, which costs nothing on a CPU
         self.sync_every = self.recipe.train.sync_every or (1 if self.device.type == "cpu" else 50)
-        self.out = Path(out) if out else Path("runs") / f"{self.recipe.data.name}-{self.recipe.model.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        self.out = Path(out) if out else default_run_dir(self.recipe)
         self.data_gen = torch.Generator().manual_seed(self.recipe.train.seed)
         # running state (all of it goes into checkpoints)
         self.step = 0
@@ -482,14 +482,10 @@ class Trainer:
 
     def _open_run(self, resume: bool, overwrite: bool) -> None:
         """Check ``out`` and load the checkpoint (resume) before anything is written."""
-        found = run_artifacts(self.out)
         if resume:
             self.resume()
-        elif found and overwrite:
-            clear_run(self.out)
-        elif found:
-            raise RunDirError(f"{self.out} already holds a run ({', '.join(found)}); continue it with --resume, choose "
-                              "another --out, or pass --overwrite to replace it")
+        else:
+            claim_run_dir(self.out, run_artifacts(self.out), overwrite)
         removed = remove_partial_writes(self.out)
         if removed:
             print(f"note: removed unfinished writes {', '.join(removed)} (a run was killed while saving)",
@@ -506,6 +502,9 @@ class Trainer:
         (with ``.summary``, also written to ``summary.json``) when training diverges, and
         ``RunWriteError`` when the disk refuses a write.
         """
+        if self.recipe.train.members != 1:
+            raise RecipeError(f"recipe train.members={self.recipe.train.members}: a Trainer trains one net; train the ensemble "
+                              "with trickbag.train.ensemble.fit_members (what `trickbag train` does), or set train.members=1")
         if not self.is_main:  # rank 0 checks (and clears) the run directory; then every rank loads its checkpoint
             self.dist.barrier()
             if resume:
