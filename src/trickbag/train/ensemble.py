@@ -84,8 +84,7 @@ def _ensemble_of(named_trainers, tta_flip: bool | None = None) -> dict:
     member's own test-time views (``tta_flip`` forces the mirror on/off) and with none."""
     members, total, plain, labels = [], None, None, None
     for name, trainer in named_trainers:
-        probs = trainer.predict(trainer.data.test_x, flip=tta_flip).float().cpu()
-        bare = trainer.predict(trainer.data.test_x, flip=False, shift=0).float().cpu()
+        probs, bare = (p.float().cpu() for p in trainer.predict_views(trainer.data.test_x, [(tta_flip, None), (False, 0)]))
         y = trainer.data.test_y.cpu()
         if labels is None:
             labels = y
@@ -118,10 +117,16 @@ def ensemble_accuracy(sources: Sequence[str | os.PathLike], tta_flip: bool | Non
 # --- training an ensemble -----------------------------------------------------------------------
 
 
+def _member_index(folder: Path) -> int | None:
+    """k of a ``member<k>`` folder name, else None."""
+    digits = folder.name[len("member"):]
+    return int(digits) if folder.name.startswith("member") and digits.isdigit() else None
+
+
 def member_dirs(out: str | os.PathLike) -> list[Path]:
     """The ``member<k>`` run directories under ``out``, in k order."""
-    found = [p for p in Path(out).glob("member*") if p.is_dir() and p.name[len("member"):].isdigit()]
-    return sorted(found, key=lambda p: int(p.name[len("member"):]))
+    found = [p for p in Path(out).glob("member*") if p.is_dir() and _member_index(p) is not None]
+    return sorted(found, key=_member_index)
 
 
 def _open_members_run(out: Path, members: int, resume: bool, overwrite: bool) -> None:
@@ -129,7 +134,7 @@ def _open_members_run(out: Path, members: int, resume: bool, overwrite: bool) ->
     is refused unless continued (``resume``) or replaced (``overwrite``, which also removes
     its member directories)."""
     if resume:
-        extra = [p.name for p in member_dirs(out) if int(p.name[len("member"):]) >= members]
+        extra = [p.name for p in member_dirs(out) if _member_index(p) >= members]
         if extra:
             raise RunDirError(f"{out} holds {', '.join(extra)} beyond the recipe's train.members={members}; "
                               "--overwrite to start again")

@@ -296,8 +296,18 @@ class Trainer:
         weights if on) for uint8 images, averaged over the test-time views: the mirror
         (``flip``) and diagonal shifts of ``shift`` pixels (``None``: the recipe's
         ``train.tta_flip`` / ``train.tta_translate``)."""
-        out = [probs[0] for _, probs in self._probs_by_batch(x_all, model, [self._view_set(flip, shift)])]
-        return torch.cat(out) if out else torch.zeros(0, 0, device=self.device)
+        return self.predict_views(x_all, [(flip, shift)], model)[0]
+
+    @torch.no_grad()
+    def predict_views(self, x_all: torch.Tensor, view_sets: list[tuple[bool | None, int | None]],
+                      model: nn.Module | None = None) -> list[torch.Tensor]:
+        """``predict`` for several sets of test-time views ``[(flip, shift), ...]`` in one
+        pass: each distinct view goes through the model once, shared by the sets that use it."""
+        sets = [self._view_set(flip, shift) for flip, shift in view_sets]
+        out = [probs for _, probs in self._probs_by_batch(x_all, model, sets)]
+        if not out:
+            return [torch.zeros(0, 0, device=self.device) for _ in sets]
+        return [torch.cat([batch[j] for batch in out]) for j in range(len(sets))]
 
     def _view_set(self, flip: bool | None, shift: int | None) -> tuple[bool, int]:
         cfg = self.recipe.train
