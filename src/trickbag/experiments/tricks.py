@@ -246,6 +246,18 @@ def _pool_first(recipe: Recipe, on: bool) -> Recipe:
     return override(recipe, {"model.params": {**recipe.model.params, "pool_first": bool(on)}})
 
 
+@register_trick("whiten", "a frozen 2x2 patch-whitening first conv set from the training images, no BN after it (airbench)",
+                needs="vgg7")
+def _whiten(recipe: Recipe, on: bool) -> Recipe:
+    _need(recipe.model.name == "vgg7", "whiten", "model vgg7", f"model {recipe.model.name!r}")
+    params = {k: v for k, v in recipe.model.params.items() if k not in ("whiten", "whiten_eps")}
+    if on:
+        params["whiten"] = recipe.model.params.get("whiten") or 2
+        if "whiten_eps" in recipe.model.params:
+            params["whiten_eps"] = recipe.model.params["whiten_eps"]
+    return override(recipe, {"model.params": params})
+
+
 @register_trick("alt_flip", "alternating flip instead of random flips (airbench)", needs="a flip in data.augment")
 def _alt_flip(recipe: Recipe, on: bool) -> Recipe:
     names = [a.get("name") for a in recipe.data.augment]

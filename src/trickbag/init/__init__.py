@@ -3,7 +3,8 @@
 * one function per TF-1 initializer (``initializers``), all in ``INITIALIZERS``;
 * ``initialize(model, name, **params)``, ``zero_gamma(model)``, ``lstm_forget_bias(model)``;
 * ``lsuv(model, batch, tol=0.1, max_iter=10)`` with a per-layer report;
-* ``inspect_init(model, batch)``: weight and activation statistics through depth.
+* ``inspect_init(model, batch)``: weight and activation statistics through depth;
+* ``init_patch_whitening(model, images)``: airbench's frozen patch-whitening first layer.
 """
 
 from trickbag.init.apply import initialize, lstm_forget_bias, zero_gamma
@@ -29,6 +30,7 @@ from trickbag.init.initializers import (
 )
 from trickbag.init.inspection import InitReport, LayerStats, apply_init, compare_inits, inspect_init, probe_batch
 from trickbag.init.lsuv import LSUVLayer, lsuv
+from trickbag.init.whitening import init_patch_whitening, patch_second_moment, patch_whitening_filters
 
 xavier_normal = glorot_normal
 xavier_uniform = glorot_uniform
@@ -61,6 +63,9 @@ __all__ = [
     "zero_gamma",
     "lsuv",
     "LSUVLayer",
+    "init_patch_whitening",
+    "patch_second_moment",
+    "patch_whitening_filters",
     "inspect_init",
     "apply_init",
     "compare_inits",

@@ -13,10 +13,10 @@ from collections.abc import Sequence
 
 from torch import nn
 
-from trickbag._checks import check_choice, check_positive, check_range
+from trickbag._checks import check_choice, check_nonnegative, check_positive, check_range
 from trickbag.models.registry import MODELS
 
-__all__ = ["small_cnn", "conv_bn_act", "tf_tutorial_cnn", "vgg7"]
+__all__ = ["small_cnn", "conv_bn_act", "tf_tutorial_cnn", "vgg7", "PatchWhiteningConv"]
 
 
 def conv_bn_act(cin: int, cout: int, kernel: int = 3, stride: int = 1, bn: bool = True, act: type = nn.ReLU, groups: int = 1) -> nn.Sequential:
@@ -24,8 +24,28 @@ def conv_bn_act(cin: int, cout: int, kernel: int = 3, stride: int = 1, bn: bool 
     layers: list[nn.Module] = [nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=not bn)]
     if bn:
         layers.append(nn.BatchNorm2d(cout))
-    layers.append(act(inplace=True) if act in (nn.ReLU, nn.SiLU) else act())
+    layers.append(_act_layer(act))
     return nn.Sequential(*layers)
+
+
+def _act_layer(act: type) -> nn.Module:
+    """An activation module, in place where the activation allows it."""
+    return act(inplace=True) if act in (nn.ReLU, nn.SiLU) else act()
+
+
+class PatchWhiteningConv(nn.Conv2d):
+    """A ``k x k`` convolution with ``2 C k^2`` outputs whose weight is frozen (``requires_grad``
+    false: no optimizer sees it) and set from data by ``trickbag.init.init_patch_whitening``
+    (airbench's first layer); its bias trains. Padding ``(k - 1) // 2``: odd ``k`` keeps the
+    image size, ``k = 2`` (airbench's) shrinks it by one. Until initialized, the weight is
+    PyTorch's default random init, frozen: recipes initialize it at build time."""
+
+    def __init__(self, in_channels: int, kernel_size: int = 3, eps: float = 5e-4) -> None:
+        check_positive("whiten", kernel_size)
+        check_nonnegative("whiten_eps", eps)
+        super().__init__(in_channels, 2 * in_channels * kernel_size**2, kernel_size, padding=(kernel_size - 1) // 2, bias=True)
+        self.eps = float(eps)
+        self.weight.requires_grad_(False)
 
 
 _ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU}
@@ -101,6 +121,8 @@ def vgg7(
     pool: str = "max",
     pool_first: bool = False,
     channels: Sequence[int] | None = None,
+    whiten: int = 0,
+    whiten_eps: float = 5e-4,
 ) -> nn.Sequential:
     """Seven 3x3 conv-BN-activation layers at full resolution, VGG style: the right-sized
     net for 28x28 images (issue #10's reference net, a skilled user's choice).
@@ -124,8 +146,15 @@ def vgg7(
         channels: the seven convs' output channels, overriding ``width`` (default
             ``[W, 2W, 2W, 4W, 4W, 8W, 8W]``): e.g. more channels in the cheap 7x7 and 3x3
             layers than the doubling rule gives.
+        whiten: ``k > 0`` replaces the first conv-BN-activation by a frozen ``k x k``
+            patch-whitening conv with ``2 in k^2`` channels and its activation, no BN
+            (airbench; ``trickbag.init.whitening``: recipes set its filters from the training
+            images at build time); the first entry of ``channels`` / ``W`` is then unused.
+            0 (default) keeps the learned first conv.
+        whiten_eps: the whitening's ``eps`` (>= 0), added to each patch eigenvalue.
     """
     check_positive("width", width)
+    check_range("whiten", whiten, 0, 7)
     check_choice("pool", pool, ("max", "avg"))
     act = _activation(activation)
     w = int(width)
@@ -137,6 +166,10 @@ def vgg7(
     plan = [(in_channels, c[0]), (c[0], c[1]), "pool", (c[1], c[2]), (c[2], c[3]), "pool", (c[3], c[4]), (c[4], c[5]), "pool",
             (c[5], c[6])]
     layers: list[nn.Module] = []
+    if whiten:
+        stem = PatchWhiteningConv(in_channels, whiten, whiten_eps)
+        layers.append(nn.Sequential(stem, _act_layer(act)))
+        plan[:2] = [(stem.out_channels, c[1])]
     for step, following in zip(plan, plan[1:] + [None]):
         if step == "pool":
             if not pool_first:

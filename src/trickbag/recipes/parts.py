@@ -33,10 +33,10 @@ from torch import nn
 from trickbag._params import parse_number, typed_kwargs
 from trickbag.data import ImageData, load_dataset
 from trickbag.data.pipeline import InputPipeline
-from trickbag.init import initialize, lsuv, zero_gamma
+from trickbag.init import init_patch_whitening, initialize, lsuv, zero_gamma
 from trickbag.losses import MixUpCutMix, soft_target_cross_entropy
 from trickbag.losses.distill import DistillationLoss
-from trickbag.models import MODELS, build_model
+from trickbag.models import MODELS, PatchWhiteningConv, build_model
 from trickbag.optim import build_optimizer, linear_scaling, param_groups
 from trickbag.recipes.config import Recipe, RecipeError
 from trickbag.schedules import SCHEDULES, PlateauController, Schedule
@@ -152,6 +152,8 @@ def build_model_for(recipe: Recipe, data: ImageData) -> nn.Module:
             lsuv_on_training_data(model, recipe, data)
         elif spec.init:
             initialize(model, spec.init, seed=recipe.train.seed, **spec.init_params)
+        if any(isinstance(m, PatchWhiteningConv) for m in model.modules()):
+            whiten_on_training_data(model, recipe, data)
     except (TypeError, ValueError) as exc:
         raise RecipeError(f"recipe model {spec.name!r}: {exc}") from None
     if spec.zero_gamma:
@@ -164,14 +166,31 @@ LSUV = "lsuv"
 LSUV_BATCH = 256  # training images LSUV measures variances on (the paper's mini-batch)
 
 
+def training_images_as_seen(recipe: Recipe, data: ImageData, count: int) -> torch.Tensor:
+    """The first ``count`` training images as the model sees them (the recipe's standardization,
+    no augmentation), on the CPU: what data-dependent initializations measure."""
+    cfg = recipe.data
+    inputs = InputPipeline.for_data(data, torch.device("cpu"), standardize=cfg.standardize, log1p=cfg.log1p)
+    return inputs(data.train_x[:count].cpu())
+
+
+#: training images the patch-whitening layers are measured on (airbench's count)
+WHITENING_IMAGES = 5000
+
+
+def whiten_on_training_data(model: nn.Module, recipe: Recipe, data: ImageData) -> None:
+    """Set every ``PatchWhiteningConv`` (e.g. ``vgg7(whiten=3)``) from the patches of the first
+    ``WHITENING_IMAGES`` training images as the model sees them (``trickbag.init.whitening``);
+    after ``model.init``, which would otherwise overwrite the filters."""
+    init_patch_whitening(model, training_images_as_seen(recipe, data, WHITENING_IMAGES))
+
+
 def lsuv_on_training_data(model: nn.Module, recipe: Recipe, data: ImageData) -> None:
     """``model.init: lsuv``: LSUV (Mishkin & Matas 2016; ``trickbag.init.lsuv``) on the first
     ``LSUV_BATCH`` training images as the model sees them (standardized, not augmented), in
     eval mode so no BatchNorm statistics move; ``model.init_params`` take ``tol``,
     ``max_iter``, ``orthonormal``. Seeded by ``train.seed``."""
-    cfg = recipe.data
-    inputs = InputPipeline.for_data(data, torch.device("cpu"), standardize=cfg.standardize, log1p=cfg.log1p)
-    batch = inputs(data.train_x[:LSUV_BATCH].cpu())
+    batch = training_images_as_seen(recipe, data, LSUV_BATCH)
     was_training = model.training
     model.eval()
     try:
