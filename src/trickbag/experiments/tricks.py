@@ -250,11 +250,12 @@ def _pool_first(recipe: Recipe, on: bool) -> Recipe:
                 needs="vgg7")
 def _whiten(recipe: Recipe, on: bool) -> Recipe:
     _need(recipe.model.name == "vgg7", "whiten", "model vgg7", f"model {recipe.model.name!r}")
-    params = {k: v for k, v in recipe.model.params.items() if k not in ("whiten", "whiten_eps")}
+    params = dict(recipe.model.params)
     if on:
-        params["whiten"] = recipe.model.params.get("whiten") or 2
-        if "whiten_eps" in recipe.model.params:
-            params["whiten_eps"] = recipe.model.params["whiten_eps"]
+        params["whiten"] = params.get("whiten") or 2  # the recipe's own kernel and eps stay
+    else:
+        params.pop("whiten", None)
+        params.pop("whiten_eps", None)
     return override(recipe, {"model.params": params})
 
 

@@ -19,16 +19,21 @@ import socket
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from trickbag._files import temporary_path
 from trickbag.train.errors import RunDirError
+
+if TYPE_CHECKING:
+    from trickbag.recipes.config import Recipe
 
 __all__ = ["default_run_dir", "RunLock", "run_artifacts", "clear_run", "claim_run_dir", "remove_partial_writes", "RUN_FILES", "finished_summary"]
 
 #: what ``trickbag train`` writes into a run directory
 RUN_FILES = ("config.yaml", "metrics.jsonl", "summary.json", "doctor.jsonl", "checkpoints", "tensorboard")
 
-def default_run_dir(recipe) -> Path:
+
+def default_run_dir(recipe: Recipe) -> Path:
     """``runs/<data>-<model>[-x<members>]-<YYYYmmdd-HHMMSS>``: where a run goes without ``--out``."""
     members = recipe.train.members
     return Path("runs") / f"{recipe.data.name}-{recipe.model.name}{f'-x{members}' if members > 1 else ''}-{time.strftime('%Y%m%d-%H%M%S')}"
