@@ -24,6 +24,8 @@ def weights(trainer):
     sd = trainer.model.state_dict()
     if trainer.ema is not None:
         sd.update({f"ema.{k}": v for k, v in trainer.ema.state_dict().items()})
+    if trainer.lookahead is not None:
+        sd.update({f"lookahead.{i}": v for i, v in enumerate(trainer.lookahead.slow)})
     return sd
 
 
@@ -34,7 +36,8 @@ def assert_same(a, b):
 
 
 EXTRAS = ["loss.mixup_alpha=0.2", "train.ema_decay=0.9", "model.params={widths: [8, 16], dropout: 0.2}",
-          "data.augment=[{name: alt_flip}, {name: pad_crop, pad: 2}]"]  # alt_flip: its epoch and positions survive a resume
+          "data.augment=[{name: alt_flip}, {name: pad_crop, pad: 2}]",  # alt_flip: its epoch and positions survive a resume
+          "train.lookahead_steps=5"]  # its slow weights too (the cuts below fall mid-round)
 
 
 def test_fit_or_continue_resumes_from_an_epoch_checkpoint_and_starts_when_there_is_none(tmp_path, small_data):

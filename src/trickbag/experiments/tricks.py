@@ -117,6 +117,8 @@ NUMBER_TRICKS = [
     ("mixup", "loss.mixup_alpha", 0.2, "mixup, alpha 0.2 unless the recipe sets one (Zhang et al.; He et al. sec. 5.4)"),
     ("cutmix", "loss.cutmix_alpha", 1.0, "CutMix, alpha 1.0 unless the recipe sets one (Yun et al. 2019)"),
     ("ema", "train.ema_decay", 0.99, "exponential moving average of the weights, decay 0.99 unless the recipe sets one (airbench, timm)"),
+    ("lookahead", "train.lookahead_steps", 5, "Lookahead: every 5 optimizer steps (unless the recipe sets k) the slow weights move "
+     "train.lookahead_alpha of the way to the fast ones, which restart there (Zhang et al. 2019; airbench)"),
     ("tta_translate", "train.tta_translate", 1, "test-time augmentation: also the image shifted 1 px each way diagonally (airbench)"),
 ]
 #: tricks that are one switch: (name, recipe key, what it does)

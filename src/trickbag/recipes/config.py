@@ -118,6 +118,9 @@ class TrainConfig:
     threads: int = 0  # torch CPU threads (0: torch's default)
     ema_decay: float = 0.0  # EMA of weights and buffers; 0 disables
     ema_warmup: bool = True  # decay_t = min(decay, (1 + n) / (10 + n))
+    lookahead_steps: int = 0  # k of Lookahead (Zhang et al. 2019): every k optimizer steps the slow weights move toward the fast ones; 0 disables
+    lookahead_alpha: float = 0.5  # alpha of Lookahead: the share of the way they move, in (0, 1]
+    lookahead_ramp: bool = False  # alpha falls from 1 to lookahead_alpha over the run as 1 - (1 - alpha) (t/T)^3 (airbench: k 5, alpha 0.226)
     tta_flip: bool = False  # average predictions with the mirrored image at evaluation
     tta_translate: int = 0  # >0: also the image shifted diagonally by this many pixels each way (airbench's TTA)
     early_stopping: int = 0  # stop after N evaluations without validation improvement (0: never)
@@ -235,6 +238,7 @@ _RANGE_CHECKS = [
     ("loss.mix_prob", _unit), ("distill.alpha", _unit), ("distill.temperature", check_positive),
     ("train.epochs", check_positive), ("train.accumulate", check_positive), ("train.precision", partial(check_choice, choices=("auto", "fp32", "bf16", "fp16"))),
     ("train.ema_decay", _unit_open), ("train.early_stopping", check_nonnegative), ("train.tta_translate", check_nonnegative), ("train.nan_patience", check_positive),
+    ("train.lookahead_steps", check_nonnegative), ("train.lookahead_alpha", partial(check_range, low=0.0, high=1.0, low_open=True)),
     ("train.diverge_factor", check_nonnegative), ("train.sync_every", check_nonnegative),
     ("train.keep_checkpoints", check_positive), ("train.eval_every", check_positive), ("train.threads", check_nonnegative),
     ("train.doctor_every", check_nonnegative), ("train.members", check_positive),

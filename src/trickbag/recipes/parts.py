@@ -44,6 +44,7 @@ from trickbag.schedules import build as build_schedule
 from trickbag.schedules.torch import ScheduledLR, attach
 from trickbag.train.distributed import Distributed, join_from_environment
 from trickbag.train.ema import build_ema
+from trickbag.train.lookahead import Lookahead
 from trickbag.train.runtime import Runtime, resolve_device, resolve_runtime
 
 __all__ = ["Parts", "build", "build_model_for", "check_input_sizes", "resolve_schedule", "steps_from_units"]
@@ -69,6 +70,7 @@ class Parts:
     total_steps: int
     base_lr: float  # optim.lr after the linear-scaling rule
     ema: nn.Module | None = None  # torch AveragedModel of weights and buffers
+    lookahead: Lookahead | None = None  # slow weights (train.lookahead_steps)
     mixer: MixUpCutMix | None = None
     callbacks: list[Any] = field(default_factory=list)
     teacher: nn.Module | None = None  # distillation: frozen, eval mode; the loss then takes its logits
@@ -310,5 +312,7 @@ def build(recipe: Recipe, data: ImageData | None = None, teacher_cache: str | Pa
         loss_fn=loss_fn, teacher=teacher,
         batch_size=batch_size, steps_per_epoch=steps_per_epoch, total_steps=total_steps, base_lr=base_lr,
         ema=build_ema(model, train.ema_decay, train.ema_warmup) if train.ema_decay else None,
+        lookahead=(Lookahead(model, train.lookahead_steps, train.lookahead_alpha, train.lookahead_ramp)
+                   if train.lookahead_steps else None),
         mixer=mixer, callbacks=callbacks, adapted=adapted, dist=dist,
     )

@@ -6,7 +6,8 @@ device; mixup/cutmix make soft targets; the forward runs under autocast (bf16 on
 bf16 or fp16 + GradScaler on CUDA; with ``distill`` the frozen teacher's logits on the same
 batch enter the loss); a non-finite loss skips the step (after ``nan_patience`` of
 them the run stops, saying what to try); gradients are unscaled before clipping; a step
-the scaler skips does not advance the schedule; the EMA of weights and buffers is updated.
+the scaler skips does not advance the schedule; lookahead's slow weights move every k steps
+and the EMA of weights and buffers is updated.
 A loss that stays above ``diverge_factor`` x its start is divergence too: the run stops.
 On a GPU nothing in a step waits for the host: the skip is decided on the device
 (``optim.step_unless``) and the losses are read every ``train.sync_every`` steps
@@ -23,12 +24,12 @@ The run directory is guarded (``train.rundir``): locked against a second writer,
 overwritten silently (``fit(resume=True)`` continues it, ``fit(overwrite=True)``
 replaces it), and nothing is written to it before a resume's checkpoint has loaded.
 
-Resume is bit-exact: model, optimizer, scaler, EMA (with its counter), lr driver (step
-and plateau state), every RNG (data order, augmentation, mixup, dropout), the position
-in the epoch and the epoch's running loss are in the checkpoint. Ctrl-C finishes the
-current step, writes ``checkpoints/interrupt.pt`` and stops (so does a callback that
-sets ``should_stop`` mid-epoch); a second Ctrl-C stops at once; kill -9 loses at most
-the current epoch.
+Resume is bit-exact: model, optimizer, scaler, EMA (with its counter), lookahead's slow
+weights, lr driver (step and plateau state), every RNG (data order, augmentation, mixup,
+dropout), the position in the epoch and the epoch's running loss are in the checkpoint.
+Ctrl-C finishes the current step, writes ``checkpoints/interrupt.pt`` and stops (so does a
+callback that sets ``should_stop`` mid-epoch); a second Ctrl-C stops at once; kill -9
+loses at most the current epoch.
 """
 
 from __future__ import annotations
@@ -98,6 +99,7 @@ class Trainer:
         self.optimizer, self.schedule, self.lr_driver, self.scaler = parts.optimizer, parts.schedule, parts.lr_driver, parts.scaler
         self.plateau = parts.lr_driver.plateau
         self.ema, self.mixer, self.loss_fn, self.teacher = parts.ema, parts.mixer, parts.loss_fn, parts.teacher
+        self.lookahead = parts.lookahead
         self.batch_size, self.steps_per_epoch, self.total_steps = parts.batch_size, parts.steps_per_epoch, parts.total_steps
         self.base_lr = parts.base_lr
         # under torchrun: this rank's place; only rank 0 writes the run directory (train.distributed)
@@ -201,6 +203,8 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         if taken:  # an update the scaler skipped does not advance the schedule
             self.step += 1
+            if self.lookahead is not None:
+                self.lookahead.after_step(self.model, self.step, self.total_steps)
             if self.ema is not None:
                 self.ema.update_parameters(self.model)
         if device_guard:
@@ -376,6 +380,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(),
             "ema": self.ema.state_dict() if self.ema is not None else {},
+            "lookahead": self.lookahead.state_dict() if self.lookahead is not None else {},
             "lr_driver": self.lr_driver.state_dict(),  # its step and the plateau controller's state
             "mixer": self.mixer.state_dict() if self.mixer is not None else {},
             "data_gen": self.data_gen.get_state(),
@@ -398,6 +403,8 @@ class Trainer:
         self.scaler.load_state_dict(state["scaler"])
         if self.ema is not None and state["ema"]:
             self.ema.load_state_dict(state["ema"])
+        if self.lookahead is not None and state.get("lookahead"):  # absent from checkpoints of trickbag before lookahead
+            self.lookahead.load_state_dict(state["lookahead"])
         self.lr_driver.load_state_dict(state["lr_driver"])
         if self.mixer is not None and state["mixer"]:
             self.mixer.load_state_dict(state["mixer"])
