@@ -82,7 +82,7 @@ def test_a_sync_is_due_every_k_steps_and_at_the_last(step, every, total, due):
     assert sync_due(step, every, total) is due
 
 
-@pytest.mark.parametrize("every, alpha, name", [(0, 0.5, "lookahead_steps"), (5, 0.0, "lookahead_alpha"),
+@pytest.mark.parametrize("every, alpha, name", [(0, 0.5, "lookahead_steps"), (2.5, 0.5, "lookahead_steps"), (5, 0.0, "lookahead_alpha"),
                                                 (5, 1.5, "lookahead_alpha"), (5, -0.1, "lookahead_alpha")])
 def test_bad_settings_name_the_parameter(every, alpha, name):
     with pytest.raises(ValueError, match=name):

@@ -26,7 +26,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from trickbag._checks import check_positive, check_range
+from trickbag._checks import check_range
 
 __all__ = ["Lookahead", "alpha_at", "sync_due"]
 
@@ -61,7 +61,8 @@ class Lookahead:
     """
 
     def __init__(self, model: nn.Module, every: int, alpha: float, ramp: bool = False) -> None:
-        check_positive("lookahead_steps", every)
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise ValueError(f"lookahead_steps must be an integer >= 1, got {every!r}")
         check_range("lookahead_alpha", alpha, 0.0, 1.0, low_open=True)
         self.every, self.alpha, self.ramp = int(every), float(alpha), bool(ramp)
         self.slow = [t.detach().clone() for t in _moving(model)]
