@@ -118,3 +118,18 @@ def test_alpha_one_is_the_plain_run_and_a_run_ends_on_its_slow_weights(tmp_path,
     assert all(torch.equal(m, s) for m, s in zip(moving, half.lookahead.slow))
     assert not same_weights(plain, half)
     assert 0.0 <= summary["test_acc"] <= 1.0
+
+
+def test_a_resume_from_a_checkpoint_without_slow_weights_starts_them_from_its_weights(tmp_path, small_data):
+    """Lookahead turned on at a resume: the slow weights are the checkpoint's weights, not the
+    new trainer's fresh init (which the first sync would pull the trained net halfway back to)."""
+    plain = Trainer(recipe("train.epochs=1"), out=tmp_path / "plain", quiet=True, data=small_data)
+    plain.fit()
+    state = plain.state_dict()
+    assert state["lookahead"] == {}
+    later = Trainer(recipe("train.epochs=2", "train.lookahead_steps=5"), out=tmp_path / "later", quiet=True, data=small_data)
+    fresh = [t.clone() for t in later.lookahead.slow]
+    later.load_state_dict(state)
+    moving = [t for t in (*plain.model.parameters(), *plain.model.buffers()) if t.is_floating_point()]
+    assert all(torch.equal(s, m) for s, m in zip(later.lookahead.slow, moving))
+    assert not all(torch.equal(s, f) for s, f in zip(later.lookahead.slow, fresh))

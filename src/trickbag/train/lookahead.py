@@ -64,7 +64,12 @@ class Lookahead:
         if isinstance(every, bool) or not isinstance(every, int) or every < 1:
             raise ValueError(f"lookahead_steps must be an integer >= 1, got {every!r}")
         check_range("lookahead_alpha", alpha, 0.0, 1.0, low_open=True)
-        self.every, self.alpha, self.ramp = int(every), float(alpha), bool(ramp)
+        self.every, self.alpha, self.ramp = every, float(alpha), bool(ramp)
+        self.restart(model)
+
+    def restart(self, model: nn.Module) -> None:
+        """The slow weights become a copy of ``model``'s current ones (at the start, and on a
+        resume from a checkpoint that holds none)."""
         self.slow = [t.detach().clone() for t in _moving(model)]
 
     @torch.no_grad()

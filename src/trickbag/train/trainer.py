@@ -403,8 +403,10 @@ class Trainer:
         self.scaler.load_state_dict(state["scaler"])
         if self.ema is not None and state["ema"]:
             self.ema.load_state_dict(state["ema"])
-        if self.lookahead is not None and state.get("lookahead"):  # absent from checkpoints of trickbag before lookahead
+        if self.lookahead is not None and state.get("lookahead"):
             self.lookahead.load_state_dict(state["lookahead"])
+        elif self.lookahead is not None:  # a checkpoint without them (lookahead turned on at the resume): not the fresh init
+            self.lookahead.restart(self.model)
         self.lr_driver.load_state_dict(state["lr_driver"])
         if self.mixer is not None and state["mixer"]:
             self.mixer.load_state_dict(state["mixer"])
