@@ -74,6 +74,8 @@ def test_small_models_and_registry():
         build_model("small_cn")
     with pytest.raises(TypeError, match="no parameter 'widht'"):
         build_model("small_cnn", widht=3)
+    with pytest.raises(ValueError, match="widths must name at least one stage"):
+        build_model("small_cnn", widths=[])
     with pytest.raises(ValueError, match="variant must be one of"):
         resnet(variant="E")
     with pytest.raises(ValueError, match="pool_first must be true or false, got 'maybe'"):
