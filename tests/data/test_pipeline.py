@@ -76,9 +76,10 @@ def test_without_standardizing_the_pipeline_only_scales_to_unit():
 
 
 def test_training_inputs_without_a_generator_are_refused_by_name():
-    pipe = InputPipeline.for_data(rgb_data(), torch.device("cpu"), augment=[{"name": "flip"}])
+    data = rgb_data()
+    pipe = InputPipeline.for_data(data, torch.device("cpu"), augment=[{"name": "flip"}])
     with pytest.raises(ValueError, match="generator=None"):
-        pipe(rgb_data().train_x[:4], train=True)
+        pipe(data.train_x[:4], train=True)
 
 
 def test_an_augment_spec_without_a_name_is_refused_and_the_pipeline_reads_back():
