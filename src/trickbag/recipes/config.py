@@ -115,6 +115,7 @@ class TrainConfig:
     channels_last: bool | None = None  # None: on for conv nets
     compile: bool = False  # torch.compile the model
     compile_mode: str = "default"  # torch.compile mode: default | reduce-overhead (CUDA graphs on a GPU) | max-autotune | max-autotune-no-cudagraphs
+    cuda_graph: bool = False  # CUDA only: record the training forward + backward once as a CUDA graph and replay it each step (trickbag.train.graphs)
     threads: int = 0  # torch CPU threads (0: torch's default)
     ema_decay: float = 0.0  # EMA of weights and buffers; 0 disables
     ema_warmup: bool = True  # decay_t = min(decay, (1 + n) / (10 + n))

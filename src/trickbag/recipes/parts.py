@@ -44,6 +44,7 @@ from trickbag.schedules import build as build_schedule
 from trickbag.schedules.torch import ScheduledLR, attach
 from trickbag.train.distributed import Distributed, join_from_environment
 from trickbag.train.ema import build_ema
+from trickbag.train.graphs import GraphedForward
 from trickbag.train.lookahead import Lookahead
 from trickbag.train.runtime import Runtime, resolve_device, resolve_runtime
 
@@ -222,6 +223,37 @@ def check_input_sizes(recipe: Recipe, data: ImageData, model: nn.Module) -> None
         model.train(was_training)
 
 
+def cuda_graph_conflict(recipe: Recipe, device_type: str, distributed: bool) -> str | None:
+    """Why ``train.cuda_graph`` cannot serve this run (another device, batches of changing
+    shape, module hooks, a model already compiled or wrapped for data parallelism), or None."""
+    train = recipe.train
+    if device_type != "cuda":
+        return f"needs a CUDA device, and this run is on {device_type}"
+    conflicts = [(train.compile, "train.compile (torch.compile's reduce-overhead mode records its own graphs)"),
+                 (bool(recipe.data.progressive), "data.progressive (a graph replays one input size)"),
+                 (bool(train.doctor_every), "train.doctor_every (its forward hooks do not run inside a graph)"),
+                 (distributed, "torchrun (DDP's gradient hooks do not run inside a graph)")]
+    return next((f"cannot be combined with {what}" for on, what in conflicts if on), None)
+
+
+def resolve_cuda_graph(recipe: Recipe, adapted: dict, device_type: str, distributed: bool) -> tuple[Recipe, dict]:
+    """``train.cuda_graph`` where it cannot serve the run: set by hand, a ``RecipeError``
+    naming the key and the conflict; set by the recipe's cuda section (a default for GPUs),
+    turned off, so that what the user asked for (``--set train.doctor_every=50``, torchrun)
+    runs eagerly instead of failing. Returns the recipe and the cuda section's applied keys."""
+    if not recipe.train.cuda_graph:
+        return recipe, adapted
+    conflict = cuda_graph_conflict(recipe, device_type, distributed)
+    if conflict is None:
+        return recipe, adapted
+    if "train.cuda_graph" in adapted:
+        off = dataclasses.replace(recipe, train=dataclasses.replace(recipe.train, cuda_graph=False))
+        return off, {k: v for k, v in adapted.items() if k != "train.cuda_graph"}
+    advice = ("leave it off (recipes set it in their cuda section, which auto applies only on a GPU)" if device_type != "cuda"
+              else "turn one of them off")
+    raise RecipeError(f"recipe train.cuda_graph {conflict}: {advice}")
+
+
 def build(recipe: Recipe, data: ImageData | None = None, teacher_cache: str | Path | None = None) -> Parts:
     """Every part of a run of ``recipe``; ``data`` replaces loading ``recipe.data.name``
     (the caller's object is not changed). Seeds torch's and Python's global RNGs with
@@ -230,6 +262,7 @@ def build(recipe: Recipe, data: ImageData | None = None, teacher_cache: str | Pa
     device_type = resolve_device(recipe.train.device).type
     recipe, adapted = recipe.for_device(device_type)
     dist = join_from_environment(device_type)  # None unless torchrun started this process
+    recipe, adapted = resolve_cuda_graph(recipe, adapted, device_type, dist is not None)
     train, data_cfg, optim_cfg, loss_cfg = recipe.train, recipe.data, recipe.optim, recipe.loss
     if train.threads:
         torch.set_num_threads(train.threads)
@@ -305,6 +338,8 @@ def build(recipe: Recipe, data: ImageData | None = None, teacher_cache: str | Pa
 
         callbacks.append(DoctorMonitor(train.doctor_every))  # writes <run dir>/doctor.jsonl
     forward = dist.wrap(model, runtime.device) if dist is not None else model
+    if train.cuda_graph:
+        forward = GraphedForward(model, runtime.amp_dtype)
     return Parts(
         recipe=recipe, data=data, model=model, forward=torch.compile(forward, mode=train.compile_mode) if train.compile else forward,
         runtime=runtime, inputs=inputs, optimizer=optimizer, schedule=schedule,
