@@ -124,13 +124,17 @@ def test_the_longer_fashion_mnist_recipes_are_the_default_with_their_stated_chan
     base = to_dict(load("fashion-mnist"))
     changed = {name: {k: after for k, _, after in changed_keys(base, to_dict(load(name)))}
                for name in ("fashion-mnist-95", "fashion-mnist-best")}
-    # on a GPU the 95 recipe keeps its 40 epochs (no cuda.train.epochs), the best one trains 60
-    assert set(changed["fashion-mnist-95"]) == {"description", "train.epochs", "cuda.train.epochs"}
-    assert changed["fashion-mnist-95"]["train.epochs"] == 40 and changed["fashion-mnist-95"]["cuda.train.epochs"] is None
+    # on a GPU the 95 recipe trains 44 epochs at batch 2048 (its lrs raised with the batch), the best one 60 at 1024
+    assert set(changed["fashion-mnist-95"]) == {"description", "train.epochs", "cuda.train.epochs", "cuda.data.batch_size",
+                                                "cuda.optim.lr", "cuda.optim.muon_lr"}
+    assert changed["fashion-mnist-95"]["train.epochs"] == 40 and changed["fashion-mnist-95"]["cuda.train.epochs"] == 44
+    assert (changed["fashion-mnist-95"]["cuda.data.batch_size"], changed["fashion-mnist-95"]["cuda.optim.lr"],
+            changed["fashion-mnist-95"]["cuda.optim.muon_lr"]) == (2048, 0.6, 0.2)
     assert set(changed["fashion-mnist-best"]) == {"description", "train.epochs", "model.params", "cuda.train.epochs"}
     assert changed["fashion-mnist-best"]["model.params"] == {"width": 32, "pool_first": False}
     assert changed["fashion-mnist-best"]["cuda.train.epochs"] == 60
-    assert load("fashion-mnist-95").for_device("cuda")[0].train.epochs == 40
+    assert load("fashion-mnist-95").for_device("cuda")[0].train.epochs == 44
+    assert all(load(name).for_device("cuda")[0].train.cuda_graph for name in ("fashion-mnist", "fashion-mnist-95", "fashion-mnist-best"))
 
 
 def test_the_cuda_section_applies_on_a_gpu_only_and_never_over_a_key_set_by_hand():
