@@ -8,8 +8,7 @@ import pytest
 import torch
 
 from tests.train.helpers import recipe
-from trickbag.recipes import RecipeError
-from trickbag.recipes import load
+from trickbag.recipes import RecipeError, load
 from trickbag.recipes.parts import build, resolve_cuda_graph
 from trickbag.train import Trainer
 
@@ -96,7 +95,7 @@ def test_a_graphed_bf16_run_ends_where_the_eager_one_does(tmp_path, small_data):
 
 
 @needs_cuda
-def test_a_graphed_forward_refuses_a_batch_of_another_shape(small_data):
+def test_a_graphed_forward_refuses_a_batch_of_another_shape():
     from trickbag.train.graphs import GraphedForward
 
     model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.Flatten(), torch.nn.Linear(144, 3)).cuda()
