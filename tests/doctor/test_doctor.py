@@ -243,3 +243,20 @@ def test_doctor_cli_reads_a_run_without_monitors(tmp_path, small_data):
 def test_doctor_cli_bad_input_is_one_line(args, message):
     out = cli(*args)
     assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr
+
+
+def test_a_probe_never_runs_the_cuda_graph_that_would_hide_layers_from_its_monitor(small_data, tmp_path):
+    """A CUDA graph replays the forward without the monitor's hooks, so the probe turns the
+    recipe's cuda-section graph off (the rest of the section stays for a GPU)."""
+    import yaml
+
+    from trickbag.doctor import probe
+
+    recipe = load("fashion-mnist-quick", ["data.batch_size=50", "model.params={widths: [8, 16], depth: 1}", "train.threads=1",
+                                          "cuda={train.cuda_graph: true, optim.lr: 0.3}"])
+    result = probe(recipe, steps=4, every=2, out=tmp_path / "probe", data=small_data)
+    saved = yaml.safe_load((result.out / "config.yaml").read_text())
+    assert saved["train"]["cuda_graph"] is False and saved["train"]["doctor_every"] == 0
+    assert saved["cuda"] == {"optim.lr": 0.3}
+    assert load(str(result.out / "config.yaml")).for_device("cuda")[0].train.cuda_graph is False
+    assert result.records  # the monitor saw the layers

@@ -13,6 +13,7 @@ from trickbag._checks import check_positive
 from trickbag.doctor.monitor import DoctorMonitor
 from trickbag.doctor.rules import loss_series
 from trickbag.recipes import Recipe
+from trickbag.recipes.config import override
 from trickbag.train.callbacks import Callback
 
 __all__ = ["probe", "ProbeResult"]
@@ -51,7 +52,8 @@ def probe(recipe: Recipe, steps: int = 300, every: int = 10, out: str | Path | N
     check_positive("every", every)
     train = dataclasses.replace(recipe.train, checkpoint=False, doctor_every=0,
                                 epochs=max(recipe.train.epochs, 1))
-    recipe = dataclasses.replace(recipe, train=train)
+    # the monitor's forward hooks must see every layer: a CUDA graph's replay would skip them
+    recipe = override(dataclasses.replace(recipe, train=train), {"train.cuda_graph": False})
     out = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="trickbag-doctor-"))
     monitor = DoctorMonitor(every, out / "doctor.jsonl")
     trainer = Trainer(recipe, out=out, quiet=quiet, data=data, callbacks=[monitor, _StopAt(steps)], tensorboard=False)
