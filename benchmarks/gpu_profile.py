@@ -70,7 +70,8 @@ def main() -> None:
     x_all, y_all = trainer.data.train_x, trainer.data.train_y
 
     def step(i: int) -> None:
-        idx = torch.arange((i * batch) % (len(y_all) - batch), (i * batch) % (len(y_all) - batch) + batch, device=x_all.device)
+        start = (i * batch) % (len(y_all) - batch)
+        idx = torch.arange(start, start + batch, device=x_all.device)
         trainer.train_step(x_all[idx], y_all[idx], index=idx)
 
     t0 = time.perf_counter()
