@@ -445,6 +445,8 @@ def train_cmd(
     else:
         acc = summary.get("test_acc")
         line = f"{summary['stopped']}: {summary['epochs']} epochs, {summary['train_time_s']:.0f}s training, {summary['images_per_s']:.0f} img/s"
+        if summary.get("pruned_samples"):  # train.prune_easy: fewer steps than the epochs' whole data
+            line += f" ({summary['steps']} steps, {summary['pruned_samples']} samples pruned)"
         if acc is not None:
             line += f", test accuracy {acc:.4f}"
             without = [f"{what} {value:.4f}" for what, value in (("without test-time views", summary.get("test_acc_by_tta", {}).get("none")),

@@ -37,6 +37,7 @@ EXPECTED = {
                  {"model.params": {"layers": [2, 2, 2], "width": 32, "stem": "mnist", "stem_pool": True, "variant": "D"}}),
     "ema": (DEFAULT, [], {"train.ema_decay": 0.99}),
     "lookahead": (DEFAULT, [], {"train.lookahead_steps": 5}),
+    "infobatch": (DEFAULT, [], {"train.prune_easy": 0.5}),
     "tta_flip": (DEFAULT, ["train.tta_flip=false"], {"train.tta_flip": True}),
     "tta_translate": (DEFAULT, ["train.tta_translate=0"], {"train.tta_translate": 1}),
     # (the batch set by hand, so the recipe's cuda section does not name it: a trick's keys win over that section)

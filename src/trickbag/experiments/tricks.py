@@ -119,6 +119,8 @@ NUMBER_TRICKS = [
     ("ema", "train.ema_decay", 0.99, "exponential moving average of the weights, decay 0.99 unless the recipe sets one (airbench, timm)"),
     ("lookahead", "train.lookahead_steps", 5, "Lookahead: every 5 optimizer steps (unless the recipe sets k) the slow weights move "
      "train.lookahead_alpha of the way to the fast ones, which restart there (Zhang et al. 2019; airbench)"),
+    ("infobatch", "train.prune_easy", 0.5, "InfoBatch dynamic data pruning: each epoch leaves out half (unless the recipe sets r) of "
+     "the samples whose last loss is below the mean and upweights the rest, for fewer steps (Qin et al. 2024)"),
     ("tta_translate", "train.tta_translate", 1, "test-time augmentation: also the image shifted 1 px each way diagonally (airbench)"),
 ]
 #: tricks that are one switch: (name, recipe key, what it does)

@@ -122,6 +122,8 @@ class TrainConfig:
     lookahead_steps: int = 0  # k of Lookahead (Zhang et al. 2019): every k optimizer steps the slow weights move toward the fast ones; 0 disables
     lookahead_alpha: float = 0.5  # alpha of Lookahead: the share of the way they move, in (0, 1]
     lookahead_ramp: bool = False  # alpha falls from 1 to lookahead_alpha over the run as 1 - (1 - alpha) (t/T)^3 (airbench: k 5, alpha 0.226)
+    prune_easy: float = 0.0  # InfoBatch (Qin et al. 2024): each epoch leave out this share of the samples whose last loss is below the mean, scaling the kept ones' loss by 1/(1 - r); 0 disables (trickbag.train.prune)
+    prune_until: float = 0.875  # InfoBatch's annealing: only this share of the epochs is pruned; the last ones see every sample
     tta_flip: bool = False  # average predictions with the mirrored image at evaluation
     tta_translate: int = 0  # >0: also the image shifted diagonally by this many pixels each way (airbench's TTA)
     early_stopping: int = 0  # stop after N evaluations without validation improvement (0: never)
@@ -242,7 +244,8 @@ _RANGE_CHECKS = [
     ("train.lookahead_steps", check_nonnegative), ("train.lookahead_alpha", partial(check_range, low=0.0, high=1.0, low_open=True)),
     ("train.diverge_factor", check_nonnegative), ("train.sync_every", check_nonnegative),
     ("train.keep_checkpoints", check_positive), ("train.eval_every", check_positive), ("train.threads", check_nonnegative),
-    ("train.doctor_every", check_nonnegative), ("train.members", check_positive),
+    ("train.doctor_every", check_nonnegative), ("train.prune_easy", _unit_open),
+    ("train.prune_until", partial(check_range, low=0.0, high=1.0, low_open=True)), ("train.members", check_positive),
     ("train.compile_mode", partial(check_choice, choices=COMPILE_MODES)),
 ]
 

@@ -46,6 +46,7 @@ from trickbag.train.distributed import Distributed, join_from_environment
 from trickbag.train.ema import build_ema
 from trickbag.train.graphs import GraphedForward
 from trickbag.train.lookahead import Lookahead
+from trickbag.train.prune import EasySamplePruner
 from trickbag.train.runtime import Runtime, resolve_device, resolve_runtime
 
 __all__ = ["Parts", "build", "build_model_for", "check_input_sizes", "resolve_schedule", "steps_from_units"]
@@ -72,6 +73,7 @@ class Parts:
     base_lr: float  # optim.lr after the linear-scaling rule
     ema: nn.Module | None = None  # torch AveragedModel of weights and buffers
     lookahead: Lookahead | None = None  # slow weights (train.lookahead_steps)
+    pruner: EasySamplePruner | None = None  # InfoBatch's scores and loss weights (train.prune_easy)
     mixer: MixUpCutMix | None = None
     callbacks: list[Any] = field(default_factory=list)
     teacher: nn.Module | None = None  # distillation: frozen, eval mode; the loss then takes its logits
@@ -254,6 +256,22 @@ def resolve_cuda_graph(recipe: Recipe, adapted: dict, device_type: str, distribu
     raise RecipeError(f"recipe train.cuda_graph {conflict}: {advice}")
 
 
+def check_pruning(recipe: Recipe, distributed: bool) -> None:
+    """``train.prune_easy`` with a part it cannot serve: a ``RecipeError`` naming both keys.
+    Pruning changes the number of steps per epoch and weights each sample's loss, so the
+    parts that count steps or reduce the loss their own way are refused, not silently bent."""
+    train = recipe.train
+    if not train.prune_easy:
+        return
+    conflicts = [(distributed, "torchrun (each rank would score only its own slice of the samples)"),
+                 (bool(train.lookahead_steps), "train.lookahead_steps (its k and ramp count optimizer steps, which pruning removes)"),
+                 (train.snapshots, "train.snapshots (a cycle's end is a step count, which pruning changes)"),
+                 (recipe.distill.alpha > 0, "distill.alpha (the distillation loss is not computed per sample)")]
+    for on, what in conflicts:
+        if on:
+            raise RecipeError(f"recipe train.prune_easy cannot be combined with {what}: set train.prune_easy=0 or turn the other off")
+
+
 def build(recipe: Recipe, data: ImageData | None = None, teacher_cache: str | Path | None = None) -> Parts:
     """Every part of a run of ``recipe``; ``data`` replaces loading ``recipe.data.name``
     (the caller's object is not changed). Seeds torch's and Python's global RNGs with
@@ -263,6 +281,7 @@ def build(recipe: Recipe, data: ImageData | None = None, teacher_cache: str | Pa
     recipe, adapted = recipe.for_device(device_type)
     dist = join_from_environment(device_type)  # None unless torchrun started this process
     recipe, adapted = resolve_cuda_graph(recipe, adapted, device_type, dist is not None)
+    check_pruning(recipe, dist is not None)
     train, data_cfg, optim_cfg, loss_cfg = recipe.train, recipe.data, recipe.optim, recipe.loss
     if train.threads:
         torch.set_num_threads(train.threads)
@@ -349,5 +368,7 @@ def build(recipe: Recipe, data: ImageData | None = None, teacher_cache: str | Pa
         ema=build_ema(model, train.ema_decay, train.ema_warmup) if train.ema_decay else None,
         lookahead=(Lookahead(model, train.lookahead_steps, train.lookahead_alpha, train.lookahead_ramp)
                    if train.lookahead_steps else None),
+        pruner=(EasySamplePruner(len(data.train_y), train.prune_easy, train.prune_until, train.epochs, data.train_x.device)
+                if train.prune_easy else None),
         mixer=mixer, callbacks=callbacks, adapted=adapted, dist=dist,
     )

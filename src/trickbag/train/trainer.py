@@ -7,7 +7,9 @@ bf16 or fp16 + GradScaler on CUDA; with ``distill`` the frozen teacher's logits 
 batch enter the loss); a non-finite loss skips the step (after ``nan_patience`` of
 them the run stops, saying what to try); gradients are unscaled before clipping; a step
 the scaler skips does not advance the schedule; lookahead's slow weights move every k steps
-and the EMA of weights and buffers is updated.
+and the EMA of weights and buffers is updated. With ``train.prune_easy`` (InfoBatch,
+``train.prune``) each epoch leaves out some well-learned samples, the loss is each sample's
+weighted by InfoBatch's rescaling, and the schedule runs over the epoch's progress.
 A loss that stays above ``diverge_factor`` x its start is divergence too: the run stops.
 On a GPU nothing in a step waits for the host: the skip is decided on the device
 (``optim.step_unless``) and the losses are read every ``train.sync_every`` steps
@@ -25,7 +27,7 @@ overwritten silently (``fit(resume=True)`` continues it, ``fit(overwrite=True)``
 replaces it), and nothing is written to it before a resume's checkpoint has loaded.
 
 Resume is bit-exact: model, optimizer, scaler, EMA (with its counter), lookahead's slow
-weights, lr driver (step and plateau state), every RNG (data order, augmentation, mixup,
+weights, InfoBatch's scores and weights, lr driver (step and plateau state), every RNG (data order, augmentation, mixup,
 dropout), the position in the epoch and the epoch's running loss are in the checkpoint.
 Ctrl-C finishes the current step, writes ``checkpoints/interrupt.pt`` and stops (so does a
 callback that sets ``should_stop`` mid-epoch); a second Ctrl-C stops at once; kill -9
@@ -60,6 +62,7 @@ from trickbag.rng import rng_state, set_rng_state
 from trickbag.train.callbacks import Callback, ConsoleProgress, JsonlLogger, TensorBoardLogger
 from trickbag.train.checkpoint import checkpoint_candidates, newest_loadable, prune, save_atomic
 from trickbag.train.errors import DivergedError, NonFiniteLossError, ResumeError, RunDirError, RunWriteError, TrainingError
+from trickbag.train.prune import schedule_step
 from trickbag.train.rundir import RunLock, claim_run_dir, default_run_dir, remove_partial_writes, run_artifacts
 
 if TYPE_CHECKING:
@@ -100,6 +103,7 @@ class Trainer:
         self.plateau = parts.lr_driver.plateau
         self.ema, self.mixer, self.loss_fn, self.teacher = parts.ema, parts.mixer, parts.loss_fn, parts.teacher
         self.lookahead = parts.lookahead
+        self.pruner = parts.pruner  # InfoBatch (train.prune_easy): epochs of changing length, per-sample loss weights
         self.batch_size, self.steps_per_epoch, self.total_steps = parts.batch_size, parts.steps_per_epoch, parts.total_steps
         self.base_lr = parts.base_lr
         # under torchrun: this rank's place; only rank 0 writes the run directory (train.distributed)
@@ -172,7 +176,7 @@ class Trainer:
         diverged run stops before its update."""
         device_guard = self.sync_every > 1 and not self.scaler.is_enabled() and skips_on_device(self.optimizer)
         accumulate = self.recipe.train.accumulate
-        self.lr_driver.set_step(self.step)
+        self.lr_driver.set_step(self.schedule_position())
         if self.dist is not None:  # this step's augmentation draws: this rank's own, reproducible from the step
             self._rank_gen.manual_seed(self.dist.augmentation_seed(self.recipe.train.seed, self.step))
         if accumulate == 1:
@@ -221,6 +225,8 @@ class Trainer:
             x, y = self.mixer(x, y)
         with self.runtime.autocast():
             logits = self.forward(x)
+        if self.pruner is not None:  # each sample's loss becomes its score; the batch's loss is their weighted mean
+            return self.pruner.weighted_mean(self.loss_fn(logits.float(), y, reduction="none"), index)
         if self.teacher is None:
             return self.loss_fn(logits.float(), y)
         with torch.no_grad(), self.runtime.autocast():  # distillation: the frozen teacher on the same (augmented, mixed) batch
@@ -381,6 +387,7 @@ class Trainer:
             "scaler": self.scaler.state_dict(),
             "ema": self.ema.state_dict() if self.ema is not None else {},
             "lookahead": self.lookahead.state_dict() if self.lookahead is not None else {},
+            "pruner": self.pruner.state_dict() if self.pruner is not None else {},
             "lr_driver": self.lr_driver.state_dict(),  # its step and the plateau controller's state
             "mixer": self.mixer.state_dict() if self.mixer is not None else {},
             "data_gen": self.data_gen.get_state(),
@@ -407,6 +414,8 @@ class Trainer:
             self.lookahead.load_state_dict(state["lookahead"])
         elif self.lookahead is not None:  # a checkpoint without them (lookahead turned on at the resume): not the fresh init
             self.lookahead.restart(self.model)
+        if self.pruner is not None and state.get("pruner"):
+            self.pruner.load_state_dict(state["pruner"])
         self.lr_driver.load_state_dict(state["lr_driver"])
         if self.mixer is not None and state["mixer"]:
             self.mixer.load_state_dict(state["mixer"])
@@ -419,7 +428,7 @@ class Trainer:
         self.start_losses, self.above = list(state["divergence"]["start_losses"]), int(state["divergence"]["above"])
         self.best_val_acc, self.best_epoch = state["best_val_acc"], state["best_epoch"]
         self.bad_evals, self.train_time = state["bad_evals"], state["train_time"]
-        self.lr_driver.set_step(self.step)
+        self.lr_driver.set_step(self.schedule_position())
         patience = self.recipe.train.early_stopping
         if patience and self.bad_evals >= patience:  # the run had stopped early: a resume must not train on
             self.should_stop = True
@@ -579,13 +588,15 @@ class Trainer:
         while self.epoch < cfg.epochs and not self.should_stop:
             if self.perm is None:
                 self.perm = torch.randperm(n, generator=self.data_gen)
+                if self.pruner is not None:  # InfoBatch: this epoch's well-learned samples left out at random
+                    self.perm = self.pruner.start_epoch(self.perm, self.epoch, self.data_gen, min_keep=self.batch_size)
                 self.batch_in_epoch = 0
                 self.epoch_loss_sum, self.epoch_loss_count = 0.0, 0
             order = self.perm.to(self.data.train_x.device)  # once per epoch: data kept on a GPU is cut there
             t0 = time.perf_counter()
-            steps0 = self.batch_in_epoch
+            steps0, steps = self.batch_in_epoch, self.steps_this_epoch
             self.model.train()
-            for b in range(self.batch_in_epoch, self.steps_per_epoch):
+            for b in range(self.batch_in_epoch, steps):
                 idx = order[b * self.batch_size : (b + 1) * self.batch_size]
                 if self.dist is not None:  # this rank's slice of the global batch
                     idx = self.dist.shard(idx)
@@ -596,7 +607,7 @@ class Trainer:
                 for cb in self.callbacks:
                     cb.on_step_end(self, loss)
                 if self.dist is not None:  # ranks stop together, at the steps where they read their losses
-                    if self.batch_in_epoch % self.sync_every and self.batch_in_epoch < self.steps_per_epoch:
+                    if self.batch_in_epoch % self.sync_every and self.batch_in_epoch < steps:
                         continue
                     self._interrupt, self.should_stop = self.dist.agree(self._interrupt, self.should_stop, device=self.device)
                 if self._interrupt or self.should_stop:
@@ -605,7 +616,7 @@ class Trainer:
             self.runtime.synchronize()  # the epoch's time includes the device's queued work
             epoch_time = time.perf_counter() - t0
             self.train_time += epoch_time
-            if self._interrupt or self.batch_in_epoch < self.steps_per_epoch:  # Ctrl-C or a callback's stop mid-epoch
+            if self._interrupt or self.batch_in_epoch < steps:  # Ctrl-C or a callback's stop mid-epoch
                 if cfg.checkpoint:
                     self._write_checkpoint("interrupt.pt")
                 if self._interrupt:
@@ -618,10 +629,24 @@ class Trainer:
             self.batch_in_epoch = 0
             if self.dist is not None:  # every rank evaluates (and rank 0 saves) the same weights
                 self.dist.broadcast_buffers(self.model, self.ema)
-            metrics, is_best = self._end_of_epoch(epoch_time, (self.steps_per_epoch - steps0) * self.batch_size, history_test)
+            metrics, is_best = self._end_of_epoch(epoch_time, (steps - steps0) * self.batch_size, history_test)
             for cb in self.callbacks:  # before the checkpoint: a resume drops log lines past it, never misses one
                 cb.on_epoch_end(self, metrics)
             self._save_epoch_checkpoint(is_best)
+
+    @property
+    def steps_this_epoch(self) -> int:
+        """Optimizer steps in the current epoch: ``steps_per_epoch``, fewer in an epoch that
+        ``train.prune_easy`` pruned."""
+        return len(self.perm) // self.batch_size if self.perm is not None else self.steps_per_epoch
+
+    def schedule_position(self) -> int:
+        """The lr schedule's step for the next update: the updates made so far, or with
+        ``train.prune_easy`` the epoch's progress in unpruned steps (``prune.schedule_step``),
+        so a pruned epoch sweeps the lr range of a whole one in fewer steps."""
+        if self.pruner is None:
+            return self.step
+        return schedule_step(self.epoch, self.batch_in_epoch, self.steps_this_epoch, self.steps_per_epoch)
 
     def _cycle_ended(self) -> bool:
         """The step just taken ended an lr cycle: the lr fell into it and the next step's lr jumps
@@ -695,6 +720,8 @@ class Trainer:
             "resumed_from": self.resumed_from,
             "skipped_checkpoints": self.skipped_checkpoints,
             "nonfinite_losses": self.nonfinite,
+            # train.prune_easy (InfoBatch): training samples left out, summed over the epochs
+            "pruned_samples": self.pruner.dropped if self.pruner is not None else 0,
             "test_acc_by_train_time": history_test,
             "runtime": self.runtime.describe(),
             # what `auto` changed for the device the run landed on (the recipe's cuda section), if anything
