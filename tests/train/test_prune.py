@@ -167,3 +167,24 @@ def test_resumes_are_bit_exact(tmp_path, small_data):
     summary = resumed.fit(resume=True)
     assert same_weights(full, resumed) and torch.equal(full.pruner.scores, resumed.pruner.scores)
     assert summary["pruned_samples"] == full.pruner.dropped
+
+
+def test_the_progress_bar_counts_schedule_steps(tmp_path, small_data):
+    """On a terminal the bar's total is the schedule's steps; a pruned epoch still fills an epoch's share."""
+    from trickbag.train.callbacks import ConsoleProgress
+
+    class Recorded(ConsoleProgress):
+        def __init__(self) -> None:
+            super().__init__(quiet=False)
+            self.tty, self.seen = True, []
+
+        def on_step_end(self, trainer, loss) -> None:
+            super().on_step_end(trainer, loss)
+            if trainer.step % 10 == 0:
+                self.seen.append((trainer.step, self.progress.tasks[0].completed, self.progress.tasks[0].total))
+
+    bar = Recorded()
+    trainer = Trainer(recipe(*PRUNED), out=tmp_path / "bar", quiet=True, data=small_data, callbacks=[bar])
+    trainer.fit()
+    assert bar.seen and all(total == trainer.total_steps and step <= done <= total for step, done, total in bar.seen)
+    assert any(done > step for step, done, _ in bar.seen)  # ahead of the updates once epochs are pruned

@@ -111,14 +111,16 @@ class ConsoleProgress(Callback):
                                  TextColumn("loss {task.fields[loss]:.4f} lr {task.fields[lr]:.4g} {task.fields[ips]:.0f} img/s"),
                                  TimeRemainingColumn(), transient=True)
         self.progress.start()
-        self.task = self.progress.add_task("train", total=trainer.total_steps, completed=trainer.step, epoch=trainer.epoch + 1,
+        # progress in schedule steps: with train.prune_easy an epoch takes fewer updates but still counts as one
+        self.task = self.progress.add_task("train", total=trainer.total_steps, completed=trainer.schedule_position(), epoch=trainer.epoch + 1,
                                            loss=float("nan"), lr=trainer.current_lr, ips=0.0)
         self.t0, self.s0 = time.perf_counter(), trainer.step
 
     def on_step_end(self, trainer: Any, loss: float) -> None:
         if self.progress is not None and trainer.step % 10 == 0:
             ips = (trainer.step - self.s0) * trainer.batch_size / max(time.perf_counter() - self.t0, 1e-9)
-            self.progress.update(self.task, completed=trainer.step, epoch=trainer.epoch + 1, loss=float(loss), lr=trainer.current_lr, ips=ips)
+            self.progress.update(self.task, completed=trainer.schedule_position(), epoch=trainer.epoch + 1, loss=float(loss),
+                                 lr=trainer.current_lr, ips=ips)
 
     def on_epoch_end(self, trainer: Any, metrics: dict) -> None:
         if self.quiet:
