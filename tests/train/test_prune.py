@@ -39,9 +39,10 @@ def test_the_draw_follows_algorithm_1(ratio):
     n = 200
     scores = torch.from_numpy(rng.exponential(1.0, n)).float()
     seen = torch.from_numpy(rng.random(n) < 0.9)
+    scores = torch.where(seen, scores, torch.tensor(float("nan")))  # never trained on: no score
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(3))
     draws = torch.rand(n, generator=torch.Generator().manual_seed(7)).numpy()  # the stream select_epoch takes
-    order, weights, dropped = select_epoch(scores, seen, perm, ratio, torch.Generator().manual_seed(7))
+    order, weights, dropped = select_epoch(scores, perm, ratio, torch.Generator().manual_seed(7))
     want_order, want_weights = infobatch_numpy(scores.numpy(), seen.numpy(), perm.numpy(), ratio, draws)
     np.testing.assert_array_equal(order.numpy(), want_order)
     np.testing.assert_allclose(weights.numpy(), want_weights, rtol=1e-6)
@@ -53,12 +54,11 @@ def test_the_rescaled_epoch_loss_is_unbiased():
     """E[sum over kept samples of w_i L_i] = sum_i L_i (the paper's eq. 3-4), by Monte Carlo."""
     n, trials, ratio = 40, 4000, 0.5
     losses = torch.linspace(0.01, 2.0, n) ** 2
-    seen = torch.ones(n, dtype=torch.bool)
     perm = torch.arange(n)
     gen = torch.Generator().manual_seed(0)
     totals = []
     for _ in range(trials):
-        order, weights, _ = select_epoch(losses, seen, perm, ratio, gen)
+        order, weights, _ = select_epoch(losses, perm, ratio, gen)
         totals.append(float((weights[order] * losses[order]).sum()))
     totals = np.array(totals)
     se = totals.std() / math.sqrt(trials)
@@ -71,9 +71,16 @@ def test_nothing_is_pruned_before_a_sample_is_seen_and_no_draw_is_taken():
     gen = torch.Generator().manual_seed(5)
     before = gen.get_state()
     perm = torch.randperm(10)
-    order, weights, dropped = select_epoch(torch.zeros(10), torch.zeros(10, dtype=torch.bool), perm, 0.5, gen)
+    order, weights, dropped = select_epoch(torch.full((10,), float("nan")), perm, 0.5, gen)
     assert torch.equal(order, perm) and torch.equal(weights, torch.ones(10)) and dropped == 0
     assert torch.equal(gen.get_state(), before)
+
+
+def test_a_non_finite_score_is_not_judged_and_does_not_carry_the_mean():
+    """A skipped step's loss (inf, NaN) leaves its samples unjudged; the mean is the finite scores' (1.77 here)."""
+    scores = torch.tensor([0.1, 0.2, float("nan"), float("inf"), 5.0])
+    order, weights, dropped = select_epoch(scores, torch.arange(5), 0.999999, torch.Generator().manual_seed(0))
+    assert order.tolist() == [2, 3, 4] and dropped == 2 and torch.equal(weights, torch.ones(5))
 
 
 @pytest.mark.parametrize("epochs, until, pruned", [(40, 0.875, 35), (8, 0.875, 7), (10, 1.0, 10), (10, 0.5, 5), (3, 0.1, 1)])
@@ -135,7 +142,7 @@ def test_the_first_epoch_is_the_plain_runs(tmp_path, small_data):
     assert pruned.step == plain.step
     for (k, a), b in zip(plain.model.state_dict().items(), pruned.model.state_dict().values()):
         assert torch.allclose(a.float(), b.float(), rtol=1e-4, atol=1e-5), k
-    assert bool(pruned.pruner.seen.all()) and float(pruned.pruner.scores.min()) > 0
+    assert bool(torch.isfinite(pruned.pruner.scores).all()) and float(pruned.pruner.scores.min()) > 0
 
 
 class StopInEpoch(Callback):

@@ -9,7 +9,8 @@ probability r (``train.prune_easy``), and the kept ones among them have their lo
 the rescaling makes up in weight what pruning took away in count. From epoch ``ceil(δ C)``
 on (δ = ``train.prune_until``, C the run's epochs) every sample is trained on, unscaled: the
 paper's annealing, whose last full epochs remove what bias the pruned ones left. A sample not
-yet trained on is never pruned, so epoch 0 is always whole.
+yet trained on has no score (NaN) and is never pruned, so epoch 0 is always whole; nor is one
+whose last loss was not finite (its step was skipped), which would otherwise carry the mean.
 
 A pruned epoch has fewer optimizer steps. The trainer runs the lr schedule over the epoch's
 progress (``schedule_step``), so every epoch sweeps the lr range it would sweep unpruned and
@@ -39,18 +40,18 @@ def prunes_epoch(epoch: int, epochs: int, until: float) -> bool:
     return epoch < math.ceil(until * epochs - 1e-9)
 
 
-def select_epoch(scores: torch.Tensor, seen: torch.Tensor, perm: torch.Tensor, ratio: float,
+def select_epoch(scores: torch.Tensor, perm: torch.Tensor, ratio: float,
                  generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, int]:
     """One epoch's InfoBatch draw, on the host.
 
     Args:
-        scores: (N,) each sample's last training loss.
-        seen: (N,) bool, samples trained on at least once (the others are never pruned).
+        scores: (N,) each sample's last training loss; NaN where it has none yet. Only the
+            finite ones are judged (the others are never pruned).
         perm: the epoch's order of the N sample indices.
-        ratio: r, the chance that a well-learned sample (score below the mean of the seen
+        ratio: r, the chance that a well-learned sample (score below the mean of the finite
             scores) is left out, in [0, 1).
         generator: the draws' source (one uniform per sample, in index order, once any
-            sample has been seen).
+            score is finite).
 
     Returns:
         ``(order, weights, dropped)``: ``perm`` without the dropped samples (order kept), the
@@ -58,10 +59,11 @@ def select_epoch(scores: torch.Tensor, seen: torch.Tensor, perm: torch.Tensor, r
         were dropped.
     """
     check_range("train.prune_easy", ratio, 0.0, 1.0, high_open=True)
-    if not bool(seen.any()):  # nothing to judge yet: the epoch is whole, and no draw is taken
+    judged = torch.isfinite(scores)
+    if not bool(judged.any()):  # nothing to judge yet: the epoch is whole, and no draw is taken
         return perm, torch.ones(len(scores)), 0
     draws = torch.rand(len(scores), generator=generator)
-    well = seen & (scores < scores[seen].mean())
+    well = judged & (scores < scores[judged].mean())
     drop = well & (draws < ratio)
     weights = torch.where(well & ~drop, torch.tensor(1.0 / (1.0 - ratio)), torch.tensor(1.0))
     return perm[~drop[perm]], weights, int(drop.sum())
@@ -89,8 +91,7 @@ class EasySamplePruner:
         self.ratio = check_range("train.prune_easy", ratio, 0.0, 1.0, high_open=True)
         self.until = check_range("train.prune_until", until, 0.0, 1.0, low_open=True)
         self.epochs = epochs
-        self.scores = torch.zeros(n, device=device)
-        self.seen = torch.zeros(n, dtype=torch.bool, device=device)
+        self.scores = torch.full((n,), float("nan"), device=device)  # NaN: not trained on yet
         self.weights = torch.ones(n, device=device)
         self.dropped = 0  # samples left out so far, over the run
 
@@ -101,7 +102,7 @@ class EasySamplePruner:
         self.weights.fill_(1.0)
         if not prunes_epoch(epoch, self.epochs, self.until) or self.ratio == 0:
             return perm
-        order, weights, dropped = select_epoch(self.scores.cpu(), self.seen.cpu(), perm, self.ratio, generator)
+        order, weights, dropped = select_epoch(self.scores.cpu(), perm, self.ratio, generator)
         if len(order) < min_keep:
             return perm
         self.weights.copy_(weights)
@@ -111,18 +112,15 @@ class EasySamplePruner:
     def weighted_mean(self, per_sample: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         """Record the batch's per-sample losses as their scores and return the batch's loss:
         ``mean(w_i * loss_i)``."""
-        index = index.to(self.scores.device)
         self.scores[index] = per_sample.detach().float().to(self.scores.device)
-        self.seen[index] = True
         return (per_sample * self.weights[index].to(per_sample.device)).mean()
 
     def state_dict(self) -> dict:
-        return {"scores": self.scores.clone(), "seen": self.seen.clone(), "weights": self.weights.clone(), "dropped": self.dropped}
+        return {"scores": self.scores.clone(), "weights": self.weights.clone(), "dropped": self.dropped}
 
     def load_state_dict(self, state: dict) -> None:
         if state["scores"].shape != self.scores.shape:
             raise ValueError(f"the checkpoint's pruning scores cover {len(state['scores'])} samples, this run has {len(self.scores)}")
         self.scores.copy_(state["scores"])
-        self.seen.copy_(state["seen"])
         self.weights.copy_(state["weights"])
         self.dropped = int(state["dropped"])
