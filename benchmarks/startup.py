@@ -11,7 +11,11 @@ Two measurements, each in fresh processes (nothing warm from this one):
    (parent's launch to the child's first line), ``import torch``, trickbag's training modules,
    the device's first use (the CUDA context), the data set, and ``recipes.build`` (model,
    pipeline, optimizer).
-3. The end-of-run test evaluation (every subset of the test-time views, for the summary's
+3. What a hand-written loop pays before its first step, the floor under any of it, in a fresh
+   child: ``import torch``, the device's first use, and the first ``torch.optim`` optimizer
+   (torch wraps ``Optimizer.__init__``'s ``add_param_group`` in ``torch._disable_dynamo``,
+   whose first call imports the compiler stack, ``torch._dynamo``).
+4. The end-of-run test evaluation (every subset of the test-time views, for the summary's
    ``test_acc_by_tta``): one pass that computes each view once, against one pass per subset.
 
     python benchmarks/startup.py                       # CPU, fashion-mnist, 1 epoch
@@ -62,6 +66,25 @@ print(json.dumps(marks))
 """
 
 
+#: the child of measurement 3: a bare loop's start-up, {"phase": seconds, ...} on its last line
+_BARE = r"""
+import json, sys, time
+t = [time.time()]
+marks = {}
+def mark(name):
+    now = time.time(); marks[name] = now - t[0]; t[0] = now
+launched = float(sys.argv[1]); marks["interpreter"] = t[0] - launched
+import torch
+mark("import_torch")
+device = torch.device(sys.argv[2])
+torch.ones(1, device=device).sum().item()
+mark("device_first_use")
+torch.optim.SGD([torch.zeros(2, device=device, requires_grad=True)], lr=0.1)
+mark("first_optimizer")
+print(json.dumps(marks))
+"""
+
+
 def _median(values: list[float]) -> float:
     return round(statistics.median(values), 3)
 
@@ -81,9 +104,10 @@ def user_run(recipe: str, device: str, epochs: int, env: dict) -> dict:
             "test_acc": summary.get("test_acc")}
 
 
-def phase_run(recipe: str, device: str, env: dict) -> dict:
-    """The start-up phases, stamped inside a fresh child process."""
-    done = subprocess.run([sys.executable, "-c", _PHASES, repr(time.time()), device, recipe], capture_output=True,
+def phase_run(recipe: str, device: str, env: dict, child: str = _PHASES) -> dict:
+    """The start-up phases, stamped inside a fresh child process (``child``: trickbag's start-up,
+    or ``_BARE``, a hand-written loop's)."""
+    done = subprocess.run([sys.executable, "-c", child, repr(time.time()), device, recipe], capture_output=True,
                           text=True, env=env)
     if done.returncode != 0:
         raise SystemExit(f"start-up child failed ({done.returncode}): {done.stderr[-2000:]}")
@@ -134,6 +158,7 @@ def main() -> None:
     env = dict(os.environ)
     src = str(Path(__file__).resolve().parents[1] / "src")
     env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    bare = [phase_run(args.recipe, args.device, env, _BARE) for _ in range(args.repeats)]
     phases = [phase_run(args.recipe, args.device, env) for _ in range(args.repeats)]
     users = [user_run(args.recipe, args.device, args.epochs, env) for _ in range(args.repeats)]
     user = {k: _median([u[k] for u in users]) for k in ("process_wall_s", "trainer_wall_s", "train_time_s")}
@@ -147,6 +172,8 @@ def main() -> None:
         "benchmark": "startup", "machine": machine(), "device": args.device, "recipe": args.recipe,
         "epochs": args.epochs, "repeats": args.repeats, "torch": torch.__version__,
         "startup_phases_s": {k: _median([p[k] for p in phases]) for k in phases[0]},
+        "startup_phases_each_run": [{k: round(v, 3) for k, v in p.items()} for p in phases],
+        "bare_loop_startup_s": {k: _median([p[k] for p in bare]) for k in bare[0]},
         "user_run": user, "final_evaluation": evaluation,
     }, indent=1))
 

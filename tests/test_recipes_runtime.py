@@ -124,15 +124,25 @@ def test_the_longer_fashion_mnist_recipes_are_the_default_with_their_stated_chan
     base = to_dict(load("fashion-mnist"))
     changed = {name: {k: after for k, _, after in changed_keys(base, to_dict(load(name)))}
                for name in ("fashion-mnist-95", "fashion-mnist-best")}
-    # on a GPU the 95 recipe trains 44 epochs at batch 2048 (its lrs raised with the batch), the best one 60 at 1024
+    # on a GPU the 95 recipe trains 44 epochs at batch 2048 (its lrs raised with the batch), the best one a width-64 net 60 at 512
     assert set(changed["fashion-mnist-95"]) == {"description", "train.epochs", "cuda.train.epochs", "cuda.data.batch_size",
                                                 "cuda.optim.lr", "cuda.optim.muon_lr"}
     assert changed["fashion-mnist-95"]["train.epochs"] == 40 and changed["fashion-mnist-95"]["cuda.train.epochs"] == 44
     assert (changed["fashion-mnist-95"]["cuda.data.batch_size"], changed["fashion-mnist-95"]["cuda.optim.lr"],
             changed["fashion-mnist-95"]["cuda.optim.muon_lr"]) == (2048, 0.6, 0.2)
-    assert set(changed["fashion-mnist-best"]) == {"description", "train.epochs", "model.params", "cuda.train.epochs"}
+    assert set(changed["fashion-mnist-best"]) == {"description", "train.epochs", "model.params", "cuda.train.epochs",
+                                                  "cuda.model.params.width", "cuda.data.batch_size", "cuda.optim.lr",
+                                                  "cuda.optim.muon_lr"}
     assert changed["fashion-mnist-best"]["model.params"] == {"width": 32, "pool_first": False}
-    assert changed["fashion-mnist-best"]["cuda.train.epochs"] == 60
+    best_gpu = load("fashion-mnist-best").for_device("cuda")[0]
+    assert (best_gpu.model.params, best_gpu.data.batch_size, best_gpu.train.epochs) == ({"width": 64, "pool_first": False}, 512, 60)
+    assert (best_gpu.optim.lr, best_gpu.optim.muon_lr) == (0.28, 0.11)
+    # the description's claim: under 5M parameters, the Fashion-MNIST table's bracket (sum of the seven convs, BN and head)
+    from trickbag.models.registry import build_model
+
+    convs = [(1, 64), (64, 128), (128, 128), (128, 256), (256, 256), (256, 512), (512, 512)]
+    expected = sum(9 * cin * cout + 2 * cout for cin, cout in convs) + 512 * 10 + 10
+    assert sum(p.numel() for p in build_model("vgg7", **best_gpu.model.params).parameters()) == expected < 5_000_000
     assert load("fashion-mnist-95").for_device("cuda")[0].train.epochs == 44
     assert all(load(name).for_device("cuda")[0].train.cuda_graph for name in ("fashion-mnist", "fashion-mnist-95", "fashion-mnist-best"))
 
