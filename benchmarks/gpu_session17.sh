@@ -7,9 +7,10 @@
 #      (sixteenth): the graphed contender alone and first in its process, then the fourteenth
 #      session's order (reference, eager, graphed) in one process
 #   2. a screen for the CPU's fashion-mnist-best (95.54% at width 32, 40 epochs; aim 95.6% within an
-#      hour of 2-core CPU training): width 40 for 40 epochs (~45 CPU minutes) and width 48 for 32
-#      (~52 CPU minutes) at the CPU recipe's batch and lrs, 3 seeds each, six processes at once
-#      (accuracy only: they share the GPU)
+#      hour of 2-core CPU training): width 40 for 30 epochs and width 48 for 20, at the CPU recipe's
+#      batch and lrs, 3 seeds each, six processes at once (accuracy only: they share the GPU). On the
+#      slower CPU kind a 60,000-image epoch takes 70 s at width 32, 111 s at 40, 158 s at 48
+#      (benchmarks/session16/step_time_best_widths.json): 55 and 53 minutes.
 #   3. start-up, --repeats 1 (the sixteenth session's --repeats 2 ran past 70 s)
 # Files back: env, log, race94_graph_first, race94_session14_order, startup, cpu_best (merged).
 source "$(dirname "$0")/gpu_common.sh"
@@ -23,7 +24,7 @@ phase race94_session14_order "$(left 110)" python3 benchmarks/race.py --device c
   --contender "eager=fashion-mnist;train.cuda_graph=false" --contender "graph=fashion-mnist"
 CPU="fashion-mnist-best;data.batch_size=256;optim.lr=0.2;optim.muon_lr=0.08;schedule.params.warmup_steps=0.02dur;train.cuda_graph=true"
 T=$(left 250)
-for spec in "w40e40=$CPU;model.params.width=40;train.epochs=40" "w48e32=$CPU;model.params.width=48;train.epochs=32"; do
+for spec in "w40e30=$CPU;model.params.width=40;train.epochs=30" "w48e20=$CPU;model.params.width=48;train.epochs=20"; do
   label=${spec%%=*}
   for s in 0 1 2; do
     timeout "$T" python3 benchmarks/race.py --device cuda --target 95 --no-reference --seeds 1 --first-seed $s \
