@@ -88,6 +88,16 @@ def _newton_schulz_batch(matrices: list[torch.Tensor], steps: int, eps: float, d
     return out
 
 
+def _without_compiler_guard(method: Any) -> Any:
+    """One of ``torch.optim.Optimizer``'s methods without its ``torch._disable_dynamo`` wrapper
+    (the function ``functools.wraps`` keeps as ``__wrapped__``; the method itself where torch
+    no longer wraps it). That wrapper only tells ``torch.compile`` not to trace the method,
+    but its first call imports the compiler stack (``torch._dynamo``, sympy): 1.3 s of a
+    CPU run's start-up, 4.8 s on an H200's host, where it is most of what a run spends
+    besides training (benchmarks/startup.py, RESULTS.md)."""
+    return getattr(method, "__wrapped__", method)
+
+
 class Muon(torch.optim.Optimizer):
     """See the module docstring.
 
@@ -99,6 +109,13 @@ class Muon(torch.optim.Optimizer):
         weight_decay: coupled L2 of the SGD groups (>= 0); Muon groups keep a fixed norm instead.
         ns_steps: Newton–Schulz iterations (>= 1).
     """
+
+    # torch's own bodies, without the wrapper whose first call imports torch._dynamo (above):
+    # trickbag's training loop is never traced by torch.compile (train.compile compiles the model)
+    add_param_group = _without_compiler_guard(torch.optim.Optimizer.add_param_group)
+    zero_grad = _without_compiler_guard(torch.optim.Optimizer.zero_grad)
+    state_dict = _without_compiler_guard(torch.optim.Optimizer.state_dict)
+    load_state_dict = _without_compiler_guard(torch.optim.Optimizer.load_state_dict)
 
     def __init__(self, params: Iterable[Any], lr: float, momentum: float = 0.9, muon_momentum: float = 0.6,
                  weight_decay: float = 0.0, ns_steps: int = 5) -> None:
