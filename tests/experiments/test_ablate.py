@@ -200,3 +200,17 @@ def test_kill_9_mid_ablation_resumes_without_retraining_finished_runs(tmp_path):
     assert finished[0].stat().st_mtime_ns == first_mtime  # not trained again
     resumed = json.loads((partial[0] / "summary.json").read_text())
     assert resumed["resumed"] and resumed["epochs"] == 3
+
+
+def test_refused_trick_pairs_fail_before_any_run_trains(tmp_path, small_data):
+    """infobatch beside lookahead is refused by the trainer; an ablation says so when it is
+    built, naming the variant and both keys, instead of after its earlier rows have trained."""
+    from trickbag.recipes.config import RecipeError
+
+    base = recipe("train.epochs=1")
+    with pytest.raises(RecipeError, match=r"variant 'all'.*train\.prune_easy.*train\.lookahead_steps"):
+        A.Ablation(base, ["lookahead", "infobatch"], "leave-one-out", [0], tmp_path / "abl", data=small_data)
+    with pytest.raises(RecipeError, match=r"variant '\+lookahead\+infobatch'"):
+        A.Ablation(base, ["lookahead", "infobatch"], "cumulative", [0], tmp_path / "abl", data=small_data)
+    assert not (tmp_path / "abl").exists()
+    A.Ablation(base, ["lookahead", "infobatch"], "one-at-a-time", [0], tmp_path / "abl", data=small_data)  # never together

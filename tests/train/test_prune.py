@@ -83,9 +83,18 @@ def test_a_non_finite_score_is_not_judged_and_does_not_carry_the_mean():
     assert order.tolist() == [2, 3, 4] and dropped == 2 and torch.equal(weights, torch.ones(5))
 
 
-@pytest.mark.parametrize("epochs, until, pruned", [(40, 0.875, 35), (8, 0.875, 7), (10, 1.0, 10), (10, 0.5, 5), (3, 0.1, 1)])
+@pytest.mark.parametrize("epochs, until, pruned", [(40, 0.875, 35), (8, 0.875, 7), (10, 0.5, 5), (3, 0.1, 1),
+                                                   # the last epoch is whole even where ceil(until * epochs) reaches it
+                                                   (10, 1.0, 9), (7, 0.875, 6), (6, 0.875, 5), (1, 1.0, 0)])
 def test_the_annealing_leaves_the_last_epochs_whole(epochs, until, pruned):
+    """Pruned: epochs 0 .. min(ceil(until * epochs), epochs - 1) - 1."""
     assert [prunes_epoch(e, epochs, until) for e in range(epochs)] == [True] * pruned + [False] * (epochs - pruned)
+
+
+def test_a_batch_without_its_sample_indices_is_a_clear_error():
+    pruner = EasySamplePruner(8, 0.5, 0.875, 4)
+    with pytest.raises(ValueError, match=r"train\.prune_easy.*index="):
+        pruner.weighted_mean(torch.ones(4), None)
 
 
 def test_the_schedule_runs_over_the_epochs_progress():

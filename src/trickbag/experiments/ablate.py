@@ -43,7 +43,8 @@ from trickbag._checks import did_you_mean
 from trickbag._json import write_json
 from trickbag.experiments.stats import compare_paired, spread
 from trickbag.experiments.tricks import TRICKS, with_tricks
-from trickbag.recipes.config import Recipe, from_dict, override, recipe_key, to_dict
+from trickbag.recipes.config import Recipe, RecipeError, from_dict, override, recipe_key, to_dict
+from trickbag.recipes.parts import check_pruning
 
 __all__ = ["MODES", "BUDGETS", "Variant", "plan", "Ablation", "to_markdown", "to_csv", "plot_deltas", "threads_per_job"]
 
@@ -137,6 +138,11 @@ class Ablation:
         self.out = Path(out)
         self.data = data
         self.recipes = [with_tricks(recipe.member(), self.tricks, v.tricks) for v in self.variants]  # one net each
+        for variant, variant_recipe in zip(self.variants, self.recipes):  # refused pairs fail here, before any run trains
+            try:
+                check_pruning(variant_recipe, distributed=False)
+            except RecipeError as exc:
+                raise RecipeError(f"ablation variant {variant.name!r}: {exc}") from None
         if budget == "time":
             self.recipes = self._time_budgeted(self.recipes)
         self._runs = [(i, seed, self.run_dir(recipe, seed), to_dict(override(recipe, {"train.seed": seed})))

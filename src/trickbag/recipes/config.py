@@ -123,7 +123,7 @@ class TrainConfig:
     lookahead_alpha: float = 0.5  # alpha of Lookahead: the share of the way they move, in (0, 1]
     lookahead_ramp: bool = False  # alpha falls from 1 to lookahead_alpha over the run as 1 - (1 - alpha) (t/T)^3 (airbench: k 5, alpha 0.226)
     prune_easy: float = 0.0  # InfoBatch (Qin et al. 2024): each epoch leave out this share of the samples whose last loss is below the mean, scaling the kept ones' loss by 1/(1 - r); 0 disables (trickbag.train.prune)
-    prune_until: float = 0.875  # InfoBatch's annealing: only this share of the epochs is pruned; the last ones see every sample
+    prune_until: float = 0.875  # InfoBatch's annealing: only this share of the epochs is pruned; the last ones (always the last) see every sample
     tta_flip: bool = False  # average predictions with the mirrored image at evaluation
     tta_translate: int = 0  # >0: also the image shifted diagonally by this many pixels each way (airbench's TTA)
     early_stopping: int = 0  # stop after N evaluations without validation improvement (0: never)

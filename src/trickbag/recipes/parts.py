@@ -368,7 +368,7 @@ def build(recipe: Recipe, data: ImageData | None = None, teacher_cache: str | Pa
         ema=build_ema(model, train.ema_decay, train.ema_warmup) if train.ema_decay else None,
         lookahead=(Lookahead(model, train.lookahead_steps, train.lookahead_alpha, train.lookahead_ramp)
                    if train.lookahead_steps else None),
-        pruner=(EasySamplePruner(len(data.train_y), train.prune_easy, train.prune_until, train.epochs, data.train_x.device)
+        pruner=(EasySamplePruner(len(data.train_y), train.prune_easy, train.prune_until, train.epochs, runtime.device)
                 if train.prune_easy else None),
         mixer=mixer, callbacks=callbacks, adapted=adapted, dist=dist,
     )

@@ -7,8 +7,10 @@ trained on so far) are the well-learned ones; each of them is left out of the ep
 probability r (``train.prune_easy``), and the kept ones among them have their loss scaled by
 1 / (1 - r). The epoch's expected gradient is then the full data's (the paper's eq. 3-4):
 the rescaling makes up in weight what pruning took away in count. From epoch ``ceil(δ C)``
-on (δ = ``train.prune_until``, C the run's epochs) every sample is trained on, unscaled: the
-paper's annealing, whose last full epochs remove what bias the pruned ones left. A sample not
+on (δ = ``train.prune_until``, C the run's epochs), and always in the last epoch, every sample
+is trained on, unscaled: the paper's annealing, whose last full epochs remove what bias the
+pruned ones left (the paper's rule alone would prune every epoch of a run of 7 or fewer at
+δ = 0.875). A sample not
 yet trained on has no score (NaN) and is never pruned, so epoch 0 is always whole; nor is one
 whose last loss was not finite (its step was skipped), which would otherwise carry the mean.
 
@@ -35,9 +37,10 @@ __all__ = ["EasySamplePruner", "prunes_epoch", "select_epoch", "schedule_step"]
 
 
 def prunes_epoch(epoch: int, epochs: int, until: float) -> bool:
-    """Whether epoch ``epoch`` (0-based) of ``epochs`` is pruned: before ``ceil(until * epochs)``
-    (InfoBatch's annealing: the epochs from there on see every sample)."""
-    return epoch < math.ceil(until * epochs - 1e-9)
+    """Whether epoch ``epoch`` (0-based) of ``epochs`` is pruned: before ``min(ceil(until *
+    epochs), epochs - 1)`` (InfoBatch's annealing: the epochs from there on see every sample,
+    the last one always)."""
+    return epoch < min(math.ceil(until * epochs - 1e-9), epochs - 1)
 
 
 def select_epoch(scores: torch.Tensor, perm: torch.Tensor, ratio: float,
@@ -84,7 +87,8 @@ class EasySamplePruner:
         ratio: r (``train.prune_easy``), in [0, 1).
         until: δ (``train.prune_until``), the share of the epochs that are pruned, in (0, 1].
         epochs: the run's epochs.
-        device: where the scores and weights live (the training data's device).
+        device: where the scores and weights live: the device the losses are computed on, so
+            recording them never waits for it (the host reads them once per epoch).
     """
 
     def __init__(self, n: int, ratio: float, until: float, epochs: int, device: torch.device | str = "cpu") -> None:
@@ -111,7 +115,10 @@ class EasySamplePruner:
 
     def weighted_mean(self, per_sample: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         """Record the batch's per-sample losses as their scores and return the batch's loss:
-        ``mean(w_i * loss_i)``."""
+        ``mean(w_i * loss_i)``. ``index``: the batch's sample indices (any device)."""
+        if index is None:
+            raise ValueError("train.prune_easy needs each batch's sample indices: pass index= to train_step")
+        index = index.to(self.scores.device, non_blocking=True)
         self.scores[index] = per_sample.detach().float().to(self.scores.device)
         return (per_sample * self.weights[index].to(per_sample.device)).mean()
 
