@@ -11,7 +11,8 @@
 #      batch and lrs, 3 seeds each, six processes at once (accuracy only: they share the GPU). On the
 #      slower CPU kind a 60,000-image epoch takes 70 s at width 32, 111 s at 40, 158 s at 48
 #      (benchmarks/session16/step_time_best_widths.json): 55 and 53 minutes.
-#   3. start-up, --repeats 1 (the sixteenth session's --repeats 2 ran past 70 s)
+#   3. start-up, --repeats 1 (the sixteenth session's --repeats 2 ran past 70 s), now that Muon no longer
+#      imports torch._dynamo; and whether the graphed GPU path imports it
 # Files back: env, log, race94_graph_first, race94_session14_order, startup, cpu_best (merged).
 source "$(dirname "$0")/gpu_common.sh"
 DEADLINE=$(( $(date +%s) + ${BUDGET_S:-560} ))
@@ -49,4 +50,12 @@ for name, race in merged["races"].items():
 EOF
 timeout "$(left 60)" python3 benchmarks/startup.py --device cuda --repeats 1 > "$OUT/startup.json" 2>> "$LOG"
 echo "phase startup: rc $?" | tee -a "$LOG"
+# does the graphed GPU path import torch's compiler? (on a CPU the default run does not, since Muon skips the wrapper)
+timeout "$(left 40)" python3 -c "
+import sys, tempfile
+from trickbag.recipes import load
+from trickbag.train import Trainer
+with tempfile.TemporaryDirectory() as out:
+    Trainer(load('fashion-mnist', ['train.epochs=1', 'train.device=cuda']), out=out, quiet=True, tensorboard=False).fit()
+print('compiler imported on the GPU path:', 'torch._dynamo' in sys.modules)" 2>> "$LOG" | tee -a "$LOG"
 grep -v Warning "$LOG" | grep -v run_backward | tail -25
