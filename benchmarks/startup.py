@@ -40,8 +40,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from _machine import machine  # noqa: E402
 
-#: the child of measurement 2: prints {"phase": seconds, ...} as JSON on its last line
-_PHASES = r"""
+#: both children's first lines: ``mark(name)`` stamps the seconds since the previous mark, and
+#: the interpreter's start-up is measured from the parent's launch time (argv[1])
+_STAMPS = r"""
 import json, sys, time
 t = [time.time()]
 marks = {}
@@ -50,6 +51,10 @@ def mark(name):
 launched = float(sys.argv[1]); marks["interpreter"] = t[0] - launched
 import torch
 mark("import_torch")
+"""
+
+#: the child of measurement 2: prints {"phase": seconds, ...} as JSON on its last line
+_PHASES = _STAMPS + r"""
 from trickbag.recipes import build, load
 from trickbag.train import Trainer
 from trickbag.data import load_dataset
@@ -65,17 +70,8 @@ mark("build")
 print(json.dumps(marks))
 """
 
-
 #: the child of measurement 3: a bare loop's start-up, {"phase": seconds, ...} on its last line
-_BARE = r"""
-import json, sys, time
-t = [time.time()]
-marks = {}
-def mark(name):
-    now = time.time(); marks[name] = now - t[0]; t[0] = now
-launched = float(sys.argv[1]); marks["interpreter"] = t[0] - launched
-import torch
-mark("import_torch")
+_BARE = _STAMPS + r"""
 device = torch.device(sys.argv[2])
 torch.ones(1, device=device).sum().item()
 mark("device_first_use")
