@@ -122,6 +122,20 @@ def test_conflicts_name_both_keys(other, key, small_data, tmp_path):
                 out=tmp_path / "r", quiet=True, data=small_data)
 
 
+def test_conflicts_are_refused_when_the_recipe_loads_and_torchrun_when_the_run_builds():
+    """The recipe-only conflicts fail at load, before any data or model; torchrun, known only
+    when a run starts, in ``build``'s check."""
+    from trickbag.recipes.parts import check_pruning
+
+    with pytest.raises(RecipeError, match=r"train\.prune_easy.*train\.lookahead_steps"):
+        load("fashion-mnist", ["train.prune_easy=0.5", "train.lookahead_steps=5"])
+    pruned = load("fashion-mnist", ["train.prune_easy=0.5"])
+    check_pruning(pruned, distributed=False)
+    check_pruning(load("fashion-mnist"), distributed=True)
+    with pytest.raises(RecipeError, match=r"train\.prune_easy.*torchrun"):
+        check_pruning(pruned, distributed=True)
+
+
 def test_a_pruned_run_takes_fewer_steps_and_still_ends_its_schedule(tmp_path, small_data):
     common = ("train.epochs=4", "train.precision=fp32")
     plain = Trainer(recipe(*common), out=tmp_path / "plain", quiet=True, data=small_data)

@@ -44,7 +44,6 @@ from trickbag._json import write_json
 from trickbag.experiments.stats import compare_paired, spread
 from trickbag.experiments.tricks import TRICKS, with_tricks
 from trickbag.recipes.config import Recipe, RecipeError, from_dict, override, recipe_key, to_dict
-from trickbag.recipes.parts import check_pruning
 
 __all__ = ["MODES", "BUDGETS", "Variant", "plan", "Ablation", "to_markdown", "to_csv", "plot_deltas", "threads_per_job"]
 
@@ -137,16 +136,19 @@ class Ablation:
         self.variants = plan(self.tricks, mode)
         self.out = Path(out)
         self.data = data
-        self.recipes = [with_tricks(recipe.member(), self.tricks, v.tricks) for v in self.variants]  # one net each
-        for variant, variant_recipe in zip(self.variants, self.recipes):  # refused pairs fail here, before any run trains
-            try:
-                check_pruning(variant_recipe, distributed=False)
-            except RecipeError as exc:
-                raise RecipeError(f"ablation variant {variant.name!r}: {exc}") from None
+        self.recipes = [self._variant_recipe(recipe.member(), v) for v in self.variants]  # one net each
         if budget == "time":
             self.recipes = self._time_budgeted(self.recipes)
         self._runs = [(i, seed, self.run_dir(recipe, seed), to_dict(override(recipe, {"train.seed": seed})))
                       for i, recipe in enumerate(self.recipes) for seed in self.seeds]
+
+    def _variant_recipe(self, recipe: Recipe, variant: Variant) -> Recipe:
+        """``recipe`` with the variant's tricks; a variant the recipe checks refuse (tricks that
+        cannot run together) fails here, naming the variant, before any run trains."""
+        try:
+            return with_tricks(recipe, self.tricks, variant.tricks)
+        except RecipeError as exc:
+            raise RecipeError(f"ablation variant {variant.name!r}: {exc}") from None
 
     # --- runs -----------------------------------------------------------------------------
 

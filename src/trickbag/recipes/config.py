@@ -166,11 +166,25 @@ class Recipe:
                 check(key, getattr(getattr(self, section), name))
             except (TypeError, ValueError) as exc:
                 raise RecipeError(f"recipe {exc}") from None
+        if self.train.prune_easy:
+            self._check_pruning()
         if self.cuda:
             self._check_device_section()
         if self.search:
             self.search_space()
         return self
+
+    def _check_pruning(self) -> None:
+        """``train.prune_easy`` beside a part it cannot serve: a ``RecipeError`` naming both keys.
+        Pruning changes the number of steps per epoch and weights each sample's loss, so the
+        parts that count steps or reduce the loss their own way are refused, not silently bent
+        (torchrun, known only at run time, is refused by ``recipes.parts.build``)."""
+        conflicts = [(bool(self.train.lookahead_steps), "train.lookahead_steps (its k and ramp count optimizer steps, which pruning removes)"),
+                     (self.train.snapshots, "train.snapshots (a cycle's end is a step count, which pruning changes)"),
+                     (self.distill.alpha > 0, "distill.alpha (the distillation loss is not computed per sample)")]
+        for on, what in conflicts:
+            if on:
+                raise RecipeError(pruning_refused(what))
 
     def search_space(self) -> tuple:
         """The ``search`` section parsed and checked (``recipes.search.parse_space``): its keys
@@ -364,6 +378,11 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
             raise RecipeError(str(exc)) from None
         _set_path(data, key.strip(), value, f"--set {item}")
     return data
+
+
+def pruning_refused(what: str) -> str:
+    """The message of a ``train.prune_easy`` conflict with ``what`` (a key and its reason)."""
+    return f"recipe train.prune_easy cannot be combined with {what}: set train.prune_easy=0 or turn the other off"
 
 
 def override(recipe: Recipe, changes: dict[str, Any]) -> Recipe:

@@ -38,7 +38,7 @@ from trickbag.losses import MixUpCutMix, soft_target_cross_entropy
 from trickbag.losses.distill import DistillationLoss
 from trickbag.models import MODELS, PatchWhiteningConv, build_model
 from trickbag.optim import build_optimizer, linear_scaling, param_groups
-from trickbag.recipes.config import Recipe, RecipeError
+from trickbag.recipes.config import Recipe, RecipeError, pruning_refused
 from trickbag.schedules import SCHEDULES, PlateauController, Schedule
 from trickbag.schedules import build as build_schedule
 from trickbag.schedules.torch import ScheduledLR, attach
@@ -257,19 +257,10 @@ def resolve_cuda_graph(recipe: Recipe, adapted: dict, device_type: str, distribu
 
 
 def check_pruning(recipe: Recipe, distributed: bool) -> None:
-    """``train.prune_easy`` with a part it cannot serve: a ``RecipeError`` naming both keys.
-    Pruning changes the number of steps per epoch and weights each sample's loss, so the
-    parts that count steps or reduce the loss their own way are refused, not silently bent."""
-    train = recipe.train
-    if not train.prune_easy:
-        return
-    conflicts = [(distributed, "torchrun (each rank would score only its own slice of the samples)"),
-                 (bool(train.lookahead_steps), "train.lookahead_steps (its k and ramp count optimizer steps, which pruning removes)"),
-                 (train.snapshots, "train.snapshots (a cycle's end is a step count, which pruning changes)"),
-                 (recipe.distill.alpha > 0, "distill.alpha (the distillation loss is not computed per sample)")]
-    for on, what in conflicts:
-        if on:
-            raise RecipeError(f"recipe train.prune_easy cannot be combined with {what}: set train.prune_easy=0 or turn the other off")
+    """``train.prune_easy`` under torchrun: a ``RecipeError`` naming both (the recipe-only
+    conflicts are refused when the recipe is validated, ``Recipe._check_pruning``)."""
+    if recipe.train.prune_easy and distributed:
+        raise RecipeError(pruning_refused("torchrun (each rank would score only its own slice of the samples)"))
 
 
 def build(recipe: Recipe, data: ImageData | None = None, teacher_cache: str | Path | None = None) -> Parts:
