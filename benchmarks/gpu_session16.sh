@@ -11,8 +11,6 @@
 #      share the GPU, so each is an upper bound of the time alone)
 # At most eight files come back: env, log, race94, startup, best (every candidate's runs, merged).
 source "$(dirname "$0")/gpu_common.sh"
-DEADLINE=$(( $(date +%s) + ${BUDGET_S:-560} ))
-left() { local l=$(( DEADLINE - $(date +%s) )); (( l < $1 )) && echo "$l" || echo "$1"; }
 G="train.cuda_graph=true"
 W64B256="fashion-mnist-best;model.params.width=64;data.batch_size=256;optim.lr=0.2;optim.muon_lr=0.08;schedule.params.warmup_steps=0.02dur;train.epochs=40;$G"
 W64B512="fashion-mnist-best;model.params.width=64;data.batch_size=512;optim.lr=0.28;optim.muon_lr=0.11;schedule.params.warmup_steps=0.05dur;train.epochs=60;$G"
@@ -27,38 +25,16 @@ timeout "$(left 70)" python3 benchmarks/startup.py --device cuda --repeats 2 > "
 echo "phase startup: rc $?" | tee -a "$LOG"
 # 3. seed 0 of each candidate, alone
 for spec in "w64b256e40=$W64B256" "w64b512e60=$W64B512"; do
-  label=${spec%%=*}
-  timeout "$(left 120)" python3 benchmarks/race.py --device cuda --target 95 --no-reference --seeds 1 \
-    --contender "$spec" --json-out "$TMP/${label}_s0.json" > /dev/null 2>> "$LOG"
-  echo "phase ${label}_s0: rc $?" | tee -a "$LOG"
+  race_seed "$(left 120)" "$spec" 0 "$TMP"
+  echo "phase ${spec%%=*}_s0: rc $?" | tee -a "$LOG"
 done
 # 4. seeds 1 and 2, four processes at once
 T=$(left 240)
 for spec in "w64b256e40=$W64B256" "w64b512e60=$W64B512"; do
-  label=${spec%%=*}
-  for s in 1 2; do
-    timeout "$T" python3 benchmarks/race.py --device cuda --target 95 --no-reference --seeds 1 --first-seed $s \
-      --contender "$spec" --json-out "$TMP/${label}_s$s.json" > /dev/null 2>> "$LOG" &
-  done
+  for s in 1 2; do race_seed "$T" "$spec" $s "$TMP" & done
 done
 wait
 echo "phase parallel: done" | tee -a "$LOG"
 # every candidate's runs in one file, and every run's per-epoch metrics (a run cut short keeps its epochs)
-python3 - "$TMP" "$OUT/best.json" <<'EOF'
-import json, sys
-from pathlib import Path
-tmp, out = Path(sys.argv[1]), Path(sys.argv[2])
-merged = {"races": {}, "metrics_by_run": {}}
-for f in sorted(tmp.glob("*.json")):
-    merged["races"][f.stem] = json.loads(f.read_text())
-for d in sorted(Path("runs").glob("race-w64*")):
-    m = d / "metrics.jsonl"
-    if m.exists():
-        merged["metrics_by_run"][d.name] = [json.loads(line) for line in m.read_text().splitlines() if line.strip()]
-out.write_text(json.dumps(merged))
-for name, race in merged["races"].items():
-    for c in race.get("contenders", {}).values() if isinstance(race.get("contenders"), dict) else []:
-        for r in c.get("runs", []):
-            print(name, r.get("final_test_acc"), r.get("train_time_s"), r.get("error", ""))
-EOF
+python3 benchmarks/merge_races.py "$TMP" "$OUT/best.json" --runs "race-w64*"
 grep -v Warning "$LOG" | grep -v run_backward | tail -25

@@ -15,8 +15,6 @@
 #      imports torch._dynamo; and whether the graphed GPU path imports it
 # Files back: env, log, race94_graph_first, race94_session14_order, startup, cpu_best (merged).
 source "$(dirname "$0")/gpu_common.sh"
-DEADLINE=$(( $(date +%s) + ${BUDGET_S:-560} ))
-left() { local l=$(( DEADLINE - $(date +%s) )); (( l < $1 )) && echo "$l" || echo "$1"; }
 TMP=/tmp/g17; mkdir -p "$TMP"
 timeout "$(left 50)" python3 -m pytest -q -p no:cacheprovider tests/train/test_graphs.py -rs >> "$LOG" 2>&1
 echo "phase pytest_gpu: rc $?" | tee -a "$LOG"
@@ -26,28 +24,11 @@ phase race94_session14_order "$(left 110)" python3 benchmarks/race.py --device c
 CPU="fashion-mnist-best;data.batch_size=256;optim.lr=0.2;optim.muon_lr=0.08;schedule.params.warmup_steps=0.02dur;train.cuda_graph=true"
 T=$(left 250)
 for spec in "w40e30=$CPU;model.params.width=40;train.epochs=30" "w48e20=$CPU;model.params.width=48;train.epochs=20"; do
-  label=${spec%%=*}
-  for s in 0 1 2; do
-    timeout "$T" python3 benchmarks/race.py --device cuda --target 95 --no-reference --seeds 1 --first-seed $s \
-      --contender "$spec" --json-out "$TMP/${label}_s$s.json" > /dev/null 2>> "$LOG" &
-  done
+  for s in 0 1 2; do race_seed "$T" "$spec" $s "$TMP" & done
 done
 wait
 echo "phase cpu_best_screen: done" | tee -a "$LOG"
-python3 - "$TMP" "$OUT/cpu_best.json" <<'EOF'
-import json, sys
-from pathlib import Path
-tmp, out = Path(sys.argv[1]), Path(sys.argv[2])
-merged = {"races": {f.stem: json.loads(f.read_text()) for f in sorted(tmp.glob("*.json"))}, "metrics_by_run": {}}
-for d in sorted(Path("runs").glob("race-w4*")):
-    if (d / "metrics.jsonl").exists():
-        merged["metrics_by_run"][d.name] = [json.loads(l) for l in (d / "metrics.jsonl").read_text().splitlines() if l.strip()]
-out.write_text(json.dumps(merged))
-for name, race in merged["races"].items():
-    for c in race["contenders"].values():
-        for r in c["runs"]:
-            print(name, r.get("final_test_acc"), r.get("train_time_s"), r.get("error", ""))
-EOF
+python3 benchmarks/merge_races.py "$TMP" "$OUT/cpu_best.json" --runs "race-w4*"
 timeout "$(left 60)" python3 benchmarks/startup.py --device cuda --repeats 1 > "$OUT/startup.json" 2>> "$LOG"
 echo "phase startup: rc $?" | tee -a "$LOG"
 # does the graphed GPU path import torch's compiler? (on a CPU the default run does not, since Muon skips the wrapper)
