@@ -110,6 +110,53 @@ def test_vgg7_is_the_reference_topology():
         vgg7(channels=[8, 16, 0, 32, 48, 64, 96])
 
 
+def test_squeeze_excite_gates_each_channel_by_the_formula():
+    """y = x * sigmoid(W2 relu(W1 mean_hw(x) + b1) + b2), written out in float64 numpy."""
+    import numpy as np
+
+    from trickbag.models import SqueezeExcite
+
+    torch.manual_seed(0)
+    se = SqueezeExcite(12, reduction=3)
+    assert (se.squeeze.in_features, se.squeeze.out_features, se.excite.out_features) == (12, 4, 12)
+    x = torch.randn(2, 12, 5, 5)
+    assert torch.equal(se(x), x * 0.5)  # a fresh gate is one half everywhere (W2, b2 start at 0)
+    for p in se.excite.parameters():
+        nn.init.normal_(p)
+    w1, b1 = se.squeeze.weight.detach().double().numpy(), se.squeeze.bias.detach().double().numpy()
+    w2, b2 = se.excite.weight.detach().double().numpy(), se.excite.bias.detach().double().numpy()
+    xs = x.double().numpy()
+    z = np.maximum(xs.mean(axis=(2, 3)) @ w1.T + b1, 0.0) @ w2.T + b2
+    expected = xs / (1.0 + np.exp(-z))[:, :, None, None]
+    assert np.allclose(se(x).detach().double().numpy(), expected, atol=1e-6)
+    assert SqueezeExcite(8, reduction=16).squeeze.out_features == 4  # at least 4 hidden units
+    with pytest.raises(ValueError, match="se must be > 0"):
+        SqueezeExcite(8, reduction=0)
+
+
+def test_vgg7_gates_the_last_se_layers_convs():
+    from trickbag.models import SqueezeExcite, vgg7
+
+    w, r = 8, 4
+    outs = [w, 2 * w, 2 * w, 4 * w, 4 * w, 8 * w, 8 * w]
+    plain = sum(p.numel() for p in vgg7(width=w).parameters())
+    for k, pool_first in ((7, True), (4, True), (4, False), (1, False)):
+        model = vgg7(width=w, se=r, se_layers=k, pool_first=pool_first)
+        gated = [c for c in outs[7 - k:]]
+        extra = sum(2 * c * max(c // r, 4) + max(c // r, 4) + c for c in gated)  # W1, W2, b1, b2
+        assert sum(p.numel() for p in model.parameters()) == plain + extra
+        # each gate follows its conv layer's activation, in the layer's own block
+        blocks = [b for b in model if isinstance(b, nn.Sequential)]
+        assert [isinstance(b[-1], SqueezeExcite) for b in blocks] == [i >= 7 - k for i in range(7)]
+        assert [b[-1].excite.out_features for b in blocks if isinstance(b[-1], SqueezeExcite)] == gated
+        assert model(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+    assert not any(isinstance(m, SqueezeExcite) for m in vgg7(width=w).modules())
+    with pytest.raises(ValueError, match="se must be >= 0"):
+        vgg7(se=-1)
+    with pytest.raises(ValueError, match="se_layers"):
+        vgg7(se=4, se_layers=8)
+
+
 def test_vgg7_pool_first_computes_the_same_function_for_positive_bn_scales():
     """max-pool commutes with x -> relu(a x + b) for a > 0, so with the same weights and BN
     in eval mode (positive gammas, any running statistics) both orders give one output."""

@@ -50,6 +50,7 @@ EXPECTED = {
     "muon": (DEFAULT, ["optim.name=nesterov"], {"optim.name": "muon"}),
     "pool_first": (DEFAULT, ["model.params={width: 16, pool_first: false}"], {"model.params": {"width": 16, "pool_first": True}}),
     "whiten": (DEFAULT, [], {"model.params": {"width": 16, "pool_first": True, "whiten": 2}}),
+    "se": (DEFAULT, [], {"model.params": {"width": 16, "pool_first": True, "se": 4}}),
     "alt_flip": (DEFAULT, [], {"data.augment": [{"name": "alt_flip"}, {"name": "pad_crop", "pad": 2}]}),
     "distillation": (DEFAULT, ["distill.teacher=fashion-mnist-quick"], {"distill.alpha": 0.5}),
 }
@@ -84,6 +85,9 @@ def test_on_keeps_the_recipes_own_setting():
     whitened = load(DEFAULT, ["model.params={width: 16, pool_first: true, whiten: 3, whiten_eps: 0.01}"])
     assert TRICKS.get("whiten").on(whitened).model.params == whitened.model.params
     assert TRICKS.get("whiten").off(whitened).model.params == {"width": 16, "pool_first": True}
+    gated = load(DEFAULT, ["model.params={width: 16, pool_first: true, se: 8, se_layers: 4}"])
+    assert TRICKS.get("se").on(gated).model.params == gated.model.params
+    assert TRICKS.get("se").off(gated).model.params == {"width": 16, "pool_first": True}
     small = TRICKS.get("linear_scaling").off(big)
     assert (small.data.batch_size, small.optim.base_batch_size) == (256, 0)
 
@@ -93,6 +97,7 @@ def test_on_keeps_the_recipes_own_setting():
     ("resnet_d", DEFAULT, "trick 'resnet_d' needs a ResNet"),
     ("pool_first", RESNET, "trick 'pool_first' needs model vgg7; the recipe has model 'resnet'"),
     ("whiten", RESNET, "trick 'whiten' needs model vgg7; the recipe has model 'resnet'"),
+    ("se", RESNET, "trick 'se' needs model vgg7; the recipe has model 'resnet'"),
     ("warmup", "cifar100-200ep", "trick 'warmup' needs a cosine or multistep schedule; the recipe has schedule 'cifar_200_epochs'"),
     ("cosine", "cifar100-200ep", "trick 'cosine' needs a cosine or multistep schedule"),
     ("muon", "fashion-mnist-lstm", "trick 'muon' needs optim.name muon or nesterov"),

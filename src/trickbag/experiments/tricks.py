@@ -250,17 +250,28 @@ def _pool_first(recipe: Recipe, on: bool) -> Recipe:
     return override(recipe, {"model.params": {**recipe.model.params, "pool_first": bool(on)}})
 
 
+def _vgg7_option(recipe: Recipe, on: bool, trick: str, key: str, default: int, companions: tuple[str, ...]) -> Recipe:
+    """``vgg7``'s ``model.params[key]``: on keeps the recipe's own non-zero value (and its
+    ``companions``), else sets ``default``; off removes the key and its companions."""
+    _need(recipe.model.name == "vgg7", trick, "model vgg7", f"model {recipe.model.name!r}")
+    params = dict(recipe.model.params)
+    if on:
+        params[key] = params.get(key) or default
+    else:
+        for name in (key, *companions):
+            params.pop(name, None)
+    return override(recipe, {"model.params": params})
+
+
 @register_trick("whiten", "a frozen 2x2 patch-whitening first conv set from the training images, no BN after it (airbench)",
                 needs="vgg7")
 def _whiten(recipe: Recipe, on: bool) -> Recipe:
-    _need(recipe.model.name == "vgg7", "whiten", "model vgg7", f"model {recipe.model.name!r}")
-    params = dict(recipe.model.params)
-    if on:
-        params["whiten"] = params.get("whiten") or 2  # the recipe's own kernel and eps stay
-    else:
-        params.pop("whiten", None)
-        params.pop("whiten_eps", None)
-    return override(recipe, {"model.params": params})
+    return _vgg7_option(recipe, on, "whiten", "whiten", 2, ("whiten_eps",))
+
+
+@register_trick("se", "a squeeze-and-excitation gate (reduction 4) after every conv layer (Hu et al. 2018)", needs="vgg7")
+def _se(recipe: Recipe, on: bool) -> Recipe:
+    return _vgg7_option(recipe, on, "se", "se", 4, ("se_layers",))
 
 
 @register_trick("alt_flip", "alternating flip instead of random flips (airbench)", needs="a flip in data.augment")

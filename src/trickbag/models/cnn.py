@@ -11,12 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
 from torch import nn
 
 from trickbag._checks import check_choice, check_nonnegative, check_positive, check_range
 from trickbag.models.registry import MODELS
 
-__all__ = ["small_cnn", "conv_bn_act", "tf_tutorial_cnn", "vgg7", "PatchWhiteningConv"]
+__all__ = ["small_cnn", "conv_bn_act", "tf_tutorial_cnn", "vgg7", "PatchWhiteningConv", "SqueezeExcite"]
 
 
 def conv_bn_act(cin: int, cout: int, kernel: int = 3, stride: int = 1, bn: bool = True, act: type = nn.ReLU, groups: int = 1) -> nn.Sequential:
@@ -46,6 +47,30 @@ class PatchWhiteningConv(nn.Conv2d):
         super().__init__(in_channels, 2 * in_channels * kernel_size**2, kernel_size, padding=(kernel_size - 1) // 2, bias=True)
         self.eps = float(eps)
         self.weight.requires_grad_(False)
+
+
+class SqueezeExcite(nn.Module):
+    """Squeeze-and-excitation (Hu et al. 2018, "Squeeze-and-Excitation Networks"): each
+    channel of ``x`` is scaled by a gate computed from every channel's spatial mean,
+    ``x * sigmoid(W2 relu(W1 mean_hw(x) + b1) + b2)``, with ``W1: C -> max(C // reduction, 4)``.
+    It costs almost no multiply-adds (two small matrices per image) and lets the net weigh its
+    features per image. ``W2`` and ``b2`` start at zero, so a fresh gate is 0.5 everywhere:
+    the layer starts as its input scaled by one half, which the next layer's BN absorbs."""
+
+    def __init__(self, channels: int, reduction: int = 4) -> None:
+        super().__init__()
+        check_positive("channels", channels)
+        check_positive("se", reduction)
+        hidden = max(channels // reduction, 4)
+        self.squeeze = nn.Linear(channels, hidden)
+        self.excite = nn.Linear(hidden, channels)
+        nn.init.zeros_(self.excite.weight)
+        nn.init.zeros_(self.excite.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        squeezed = nn.functional.adaptive_avg_pool2d(x, 1).flatten(1)  # keeps x's dtype (a bf16 mean casts the whole map)
+        gate = torch.sigmoid(self.excite(torch.relu(self.squeeze(squeezed))))
+        return x * gate.to(x.dtype)[:, :, None, None]
 
 
 _ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU}
@@ -123,6 +148,8 @@ def vgg7(
     channels: Sequence[int] | None = None,
     whiten: int = 0,
     whiten_eps: float = 5e-4,
+    se: int = 0,
+    se_layers: int = 7,
 ) -> nn.Sequential:
     """Seven 3x3 conv-BN-activation layers at full resolution, VGG style: the right-sized
     net for 28x28 images (issue #10's reference net, a skilled user's choice).
@@ -152,10 +179,17 @@ def vgg7(
             images at build time); the first entry of ``channels`` / ``W`` is then unused.
             0 (default) keeps the learned first conv.
         whiten_eps: the whitening's ``eps`` (>= 0), added to each patch eigenvalue.
+        se: ``r > 0`` ends every conv layer with a squeeze-and-excitation gate of reduction
+            ``r`` (``SqueezeExcite``, after the activation); 0 (default) adds none.
+        se_layers: how many of the seven conv layers, counted from the last, get the gate
+            (1 to 7, default all; a whitening stem gets none): the late layers' maps are
+            small, so their gates cost less time.
     """
     check_positive("width", width)
     check_range("whiten", whiten, 0, 7)
     check_choice("pool", pool, ("max", "avg"))
+    check_nonnegative("se", se)
+    check_range("se_layers", se_layers, 1, 7)
     act = _activation(activation)
     w = int(width)
     c = [w, 2 * w, 2 * w, 4 * w, 4 * w, 8 * w, 8 * w] if channels is None else [int(x) for x in channels]
@@ -166,19 +200,25 @@ def vgg7(
     plan = [(in_channels, c[0]), (c[0], c[1]), "pool", (c[1], c[2]), (c[2], c[3]), "pool", (c[3], c[4]), (c[4], c[5]), "pool",
             (c[5], c[6])]
     layers: list[nn.Module] = []
+    conv_index = 0  # of the seven conv layers (a whitening stem stands for the first)
     if whiten:
         stem = PatchWhiteningConv(in_channels, whiten, whiten_eps)
         layers.append(nn.Sequential(stem, _act_layer(act)))
         plan[:2] = [(stem.out_channels, c[1])]
+        conv_index = 1
     for step, following in zip(plan, plan[1:] + [None]):
         if step == "pool":
             if not pool_first:
                 layers.append(nn.MaxPool2d(2))
-        elif pool_first and following == "pool":
-            conv, bn, activation = conv_bn_act(*step, act=act)
-            layers.append(nn.Sequential(conv, nn.MaxPool2d(2), bn, activation))
         else:
-            layers.append(conv_bn_act(*step, act=act))
+            block = conv_bn_act(*step, act=act)
+            if pool_first and following == "pool":
+                conv, bn, activation = block
+                block = nn.Sequential(conv, nn.MaxPool2d(2), bn, activation)
+            if se and conv_index >= 7 - se_layers:
+                block.append(SqueezeExcite(step[1], int(se)))
+            layers.append(block)
+            conv_index += 1
     layers += [nn.AdaptiveMaxPool2d(1) if pool == "max" else nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c[6], num_classes)]
     return nn.Sequential(*layers)
 
