@@ -250,10 +250,11 @@ def _pool_first(recipe: Recipe, on: bool) -> Recipe:
     return override(recipe, {"model.params": {**recipe.model.params, "pool_first": bool(on)}})
 
 
-def _vgg7_option(recipe: Recipe, on: bool, trick: str, key: str, default: int, companions: tuple[str, ...]) -> Recipe:
-    """``vgg7``'s ``model.params[key]``: on keeps the recipe's own non-zero value (and its
-    ``companions``), else sets ``default``; off removes the key and its companions."""
-    _need(recipe.model.name == "vgg7", trick, "model vgg7", f"model {recipe.model.name!r}")
+def _vgg7_option(recipe: Recipe, on: bool, key: str, default: int, companions: tuple[str, ...]) -> Recipe:
+    """The trick named ``key``, ``vgg7``'s ``model.params[key]``: on keeps the recipe's own
+    non-zero value (and its ``companions``), else sets ``default``; off removes the key and its
+    companions."""
+    _need(recipe.model.name == "vgg7", key, "model vgg7", f"model {recipe.model.name!r}")
     params = dict(recipe.model.params)
     if on:
         params[key] = params.get(key) or default
@@ -266,12 +267,12 @@ def _vgg7_option(recipe: Recipe, on: bool, trick: str, key: str, default: int, c
 @register_trick("whiten", "a frozen 2x2 patch-whitening first conv set from the training images, no BN after it (airbench)",
                 needs="vgg7")
 def _whiten(recipe: Recipe, on: bool) -> Recipe:
-    return _vgg7_option(recipe, on, "whiten", "whiten", 2, ("whiten_eps",))
+    return _vgg7_option(recipe, on, "whiten", 2, ("whiten_eps",))
 
 
 @register_trick("se", "a squeeze-and-excitation gate (reduction 4) after every conv layer (Hu et al. 2018)", needs="vgg7")
 def _se(recipe: Recipe, on: bool) -> Recipe:
-    return _vgg7_option(recipe, on, "se", "se", 4, ("se_layers",))
+    return _vgg7_option(recipe, on, "se", 4, ("se_layers",))
 
 
 @register_trick("alt_flip", "alternating flip instead of random flips (airbench)", needs="a flip in data.augment")
