@@ -102,3 +102,19 @@ def test_stats_and_tricks_stay_torch_free():
             "with_tricks(load('fashion-mnist'), ['muon'], []); print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["False"]
+
+
+def test_scipy_stats_is_imported_only_when_a_statistic_is_computed():
+    """A tune worker or an ablation that has not yet compared anything does not pay scipy.stats'
+    import (most of a second); the first comparison imports it. Fresh process: this one's
+    modules are already loaded."""
+    import subprocess
+    import sys
+
+    code = ("import sys; import trickbag.experiments.tune, trickbag.experiments.ablate; "
+            "before = 'scipy.stats' in sys.modules; "
+            "from trickbag.experiments import compare_paired; compare_paired([1.0, 2.0], [0.5, 1.0]); "
+            "print(before, 'scipy.stats' in sys.modules)")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == ["False", "True"]

@@ -22,8 +22,7 @@ import math
 import statistics
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-
-from scipy import stats as _scipy_stats
+from types import ModuleType
 
 __all__ = ["Spread", "PairedComparison", "spread", "compare_paired", "seeds_to_resolve"]
 
@@ -80,8 +79,17 @@ def spread(values: Sequence[float]) -> Spread:
     return Spread(len(vals), statistics.fmean(vals), statistics.stdev(vals) if len(vals) > 1 else None)
 
 
+def _scipy_stats() -> ModuleType:
+    """``scipy.stats``, imported on first use: its import takes most of a second, which every
+    process that imports ``trickbag.experiments`` without computing a statistic (a ``trickbag
+    tune`` worker, ``trickbag ablate --help``) would otherwise pay."""
+    from scipy import stats
+
+    return stats
+
+
 def _t_quantile(confidence: float, dof: int) -> float:
-    return float(_scipy_stats.t.ppf((1 + confidence) / 2, dof))
+    return float(_scipy_stats().t.ppf((1 + confidence) / 2, dof))
 
 
 def seeds_to_resolve(delta: float, sd: float, confidence: float = 0.95, max_seeds: int = 10_000) -> int | None:
@@ -96,7 +104,7 @@ def seeds_to_resolve(delta: float, sd: float, confidence: float = 0.95, max_seed
     if sd == 0:
         return 2
     # (t · sd / |delta|)^2 < n: t shrinks as n grows, so start at the normal-quantile bound and step up
-    z = float(_scipy_stats.norm.ppf((1 + confidence) / 2))
+    z = float(_scipy_stats().norm.ppf((1 + confidence) / 2))
     n = max(2, math.floor((z * sd / abs(delta)) ** 2))
     while n <= max_seeds:
         if _t_quantile(confidence, n - 1) * sd / math.sqrt(n) < abs(delta):
@@ -124,7 +132,7 @@ def compare_paired(variant: Sequence[float], baseline: Sequence[float], confiden
     if sd == 0:  # every seed moved by the same amount: certain if it moved at all
         p_value = 0.0 if delta != 0 else 1.0
     else:
-        p_value = float(_scipy_stats.ttest_rel(v, b).pvalue)
+        p_value = float(_scipy_stats().ttest_rel(v, b).pvalue)
     resolved = ci[0] > 0 or ci[1] < 0
     needed = n if resolved else seeds_to_resolve(delta, sd, confidence)
     return PairedComparison(n, delta, ci, p_value, resolved, needed, confidence)
