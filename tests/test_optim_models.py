@@ -142,7 +142,7 @@ def test_vgg7_gates_the_last_se_layers_convs():
     plain = sum(p.numel() for p in vgg7(width=w).parameters())
     for k, pool_first in ((7, True), (4, True), (4, False), (1, False)):
         model = vgg7(width=w, se=r, se_layers=k, pool_first=pool_first)
-        gated = [c for c in outs[7 - k:]]
+        gated = outs[7 - k:]
         extra = sum(2 * c * max(c // r, 4) + max(c // r, 4) + c for c in gated)  # W1, W2, b1, b2
         assert sum(p.numel() for p in model.parameters()) == plain + extra
         # each gate follows its conv layer's activation, in the layer's own block
